@@ -1,0 +1,1 @@
+"""Network access for the vehicle: metadata fetcher for python-tuf, later resumable downloads."""

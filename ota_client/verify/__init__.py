@@ -1,0 +1,1 @@
+"""Verification of repository metadata and targets on the vehicle."""

@@ -1,0 +1,1 @@
+"""The ``ota`` command line: thin click commands over the server's core functions."""

@@ -1,0 +1,63 @@
+"""State shared by ``ota`` commands: the server home, its config, and how to get passphrases."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import click
+
+from ota_server.config import ServerConfig, load_config
+from ota_server.errors import KeyStoreError
+from ota_server.keys.store import KeyStore, PassphraseSource
+
+PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
+
+
+def passphrase_source(*, interactive: bool) -> PassphraseSource:
+    """Passphrase from ``OTA_KEY_PASSPHRASE``, else a prompt (asked once per command)."""
+    cache: list[bytes] = []
+
+    def get(new: bool) -> bytes:
+        if cache:
+            return cache[0]
+        value = os.environ.get(PASSPHRASE_ENV)
+        if value is None:
+            if not (interactive and sys.stdin.isatty()):
+                raise KeyStoreError(
+                    f"the keys are encrypted: set {PASSPHRASE_ENV} or run in a terminal "
+                    "(or use --dev keys for a throwaway setup)"
+                )
+            prompt = "Passphrase for the new keys" if new else "Key passphrase"
+            value = click.prompt(prompt, hide_input=True, confirmation_prompt=new, err=True)
+        if not value:
+            raise KeyStoreError("the key passphrase must not be empty")
+        cache.append(value.encode())
+        return cache[0]
+
+    return get
+
+
+@dataclass
+class CliContext:
+    home: Path
+    interactive: bool = True
+    _keys: KeyStore | None = field(default=None, repr=False)
+
+    @cached_property
+    def config(self) -> ServerConfig:
+        return load_config(self.home)
+
+    @property
+    def keys(self) -> KeyStore:
+        if self._keys is None:
+            self._keys = KeyStore(
+                self.config.layout.keys, passphrase_source(interactive=self.interactive)
+            )
+        return self._keys
+
+
+pass_cli = click.make_pass_decorator(CliContext)

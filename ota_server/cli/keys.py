@@ -1,0 +1,92 @@
+"""``ota keys``: create, list and rotate the Image repository's signing keys."""
+
+from __future__ import annotations
+
+import click
+
+from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.render import echo_json, echo_table, warn
+from ota_server.keys.ceremony import init_keys, rotate_keys
+from ota_server.repository.store import root_versions
+
+
+@click.group()
+def keys() -> None:
+    """Signing keys (stored under $OTA_HOME/keys; see keys/README.md)."""
+
+
+@keys.command("init")
+@click.option("--dev", is_flag=True, help="Unencrypted keys for a throwaway setup. Never in production.")
+@click.option("--root-keys", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Number of root keys to create.")
+@click.option("--root-threshold", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Root signatures needed for a new root (e.g. 2 of 3 in production).")
+@pass_cli
+def keys_init(cli: CliContext, dev: bool, root_keys: int, root_threshold: int) -> None:
+    """Create ed25519 keys for root, targets, snapshot and timestamp.
+
+    Keys are encrypted with OTA_KEY_PASSPHRASE (or a prompt) unless --dev.
+
+    \b
+    Examples:
+      ota keys init --dev
+      OTA_KEY_PASSPHRASE=... ota keys init --root-keys 3 --root-threshold 2
+    """
+    roles = init_keys(cli.keys, root_keys=root_keys, root_threshold=root_threshold, dev=dev)
+    if dev:
+        warn("WARNING: --dev keys are NOT encrypted. Anyone who reads "
+             f"{cli.keys.directory} can sign software for your vehicles.")
+    for role, rk in roles.items():
+        click.echo(f"{role}: {len(rk.keyids)} key(s), threshold {rk.threshold}")
+    click.echo(f"keys written to {cli.keys.directory}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def keys_list(cli: CliContext, as_json: bool) -> None:
+    """Show each role's keys, threshold and whether the private key is on this machine.
+
+    \b
+    Example:
+      ota keys list --json
+    """
+    store = cli.keys
+    rows = []
+    for role, rk in sorted(store.roles().items()):
+        for keyid in rk.keyids:
+            rows.append({"role": role, "keyid": keyid, "threshold": rk.threshold,
+                         "private_key_here": store.has_private(role, keyid)})
+    if as_json:
+        echo_json({"dev": store.dev, "keys": rows})
+        return
+    if store.dev:
+        warn("these are unencrypted --dev keys")
+    echo_table(["ROLE", "KEYID", "THRESHOLD", "PRIVATE KEY"],
+               [[r["role"], r["keyid"][:16], r["threshold"], "here" if r["private_key_here"] else "offline"]
+                for r in rows])
+
+
+@keys.command("rotate")
+@click.argument("role")
+@click.option("--keys", "count", type=click.IntRange(1, 16), help="Number of new keys (default: as many as now).")
+@click.option("--threshold", type=click.IntRange(1, 16), help="New threshold (default: as now).")
+@pass_cli
+def keys_rotate(cli: CliContext, role: str, count: int | None, threshold: int | None) -> None:
+    """Replace every key of ROLE (root, targets, snapshot, timestamp or a supplier role).
+
+    A new root version is signed by the old and the new root keys, so vehicles holding any
+    earlier root follow the chain. Replaced keys move to keys/retired/.
+
+    \b
+    Examples:
+      ota keys rotate timestamp
+      ota keys rotate root --keys 3 --threshold 2
+    """
+    if not root_versions(cli.config.layout.metadata):
+        raise click.ClickException("no repository yet: run 'ota repo init' first")
+    report = rotate_keys(cli.config.layout, cli.keys, cli.config.expiry, role,
+                         count=count, threshold=threshold)
+    click.echo(f"rotated {role}: {len(report.old_keyids)} old key(s) retired, "
+               f"{len(report.new_keyids)} new (threshold {report.threshold}); "
+               f"root is now version {report.root_version}")

@@ -1,0 +1,36 @@
+"""Output helpers shared by commands: JSON for scripts, aligned tables for people."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def echo_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [list(map(str, header)), *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def warn(message: str) -> None:
+    click.secho(message, fg="yellow", bold=True, err=True)
+
+
+@contextmanager
+def progress(total: int, label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A byte-count progress bar on stderr; yields the function that advances it."""
+    if not enabled:
+        yield lambda _n: None
+        return
+    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"),
+                           show_percent=True, show_pos=False) as bar:
+        yield bar.update

@@ -1,0 +1,96 @@
+"""``ota serve``: run the HTTP(S) server in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from aiohttp import web
+
+from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.render import warn
+from ota_server.config import ServerConfig
+from ota_server.errors import ConfigError
+from ota_server.http.app import create_app
+from ota_server.keys.store import KeyStore
+from ota_server.repository.store import root_versions
+
+
+def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    cert, key = config.serve.tls_cert, config.serve.tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both a certificate and a key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from e
+    return context
+
+
+async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
+    tls = _tls_context(config)
+    runner = web.AppRunner(create_app(config, keys), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.serve.host, config.serve.port, ssl_context=tls)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.serve.host}:{config.serve.port}: {e.strerror}") from e
+    host, port = runner.addresses[0][:2]
+    scheme = "https" if tls else "http"
+    click.echo(f"serving {config.layout.repo} at {scheme}://{host}:{port}/repo/", err=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+@click.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8443; 0 picks a free one).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate chain.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option("--refresh-interval", type=click.FloatRange(min=1), help="Seconds between re-signing checks.")
+@click.option("--no-refresh", is_flag=True, help="Never re-sign (serve a read-only copy).")
+@pass_cli
+def serve(cli: CliContext, host: str | None, port: int | None, tls_cert: Path | None,
+          tls_key: Path | None, refresh_interval: float | None, no_refresh: bool) -> None:
+    """Serve the repository to vehicles (/repo/metadata/*, /repo/targets/*).
+
+    Supports Range, If-Range, ETag and If-None-Match. Snapshot and timestamp are re-signed
+    before they expire when their keys load without a prompt (OTA_KEY_PASSPHRASE or --dev).
+    Options override [serve] in $OTA_HOME/config.toml.
+
+    \b
+    Examples:
+      ota serve --port 8443
+      ota serve --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
+    """
+    config = cli.config
+    overrides = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert,
+                                   "tls_key": tls_key, "refresh_interval": refresh_interval}.items()
+                 if v is not None}
+    config = replace(config, serve=replace(config.serve, **overrides))
+    if not root_versions(config.layout.metadata):
+        raise click.ClickException(f"no repository in {config.layout.repo}: run 'ota repo init' first")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    keys = None
+    if not no_refresh:
+        cli.interactive = False
+        keys = cli.keys
+        if not keys.exists():
+            warn("no keys here: snapshot and timestamp will not be re-signed")
+            keys = None
+    asyncio.run(_serve(config, keys))

@@ -1,0 +1,1 @@
+"""The aiohttp application: static repository files now, Director and fleet API later."""

@@ -1,0 +1,1 @@
+"""Signing keys of the Image repository: generation, encrypted storage, loading signers."""

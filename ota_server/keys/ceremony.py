@@ -1,0 +1,173 @@
+"""Key ceremonies that change who may sign: first keys, rotations, supplier delegations.
+
+Rotations follow TUF: the new root version is signed by a threshold of the old root's keys
+*and* of the new one, so clients holding any earlier root can walk the chain forward. New key
+files are written before the metadata that names them; if the change fails they are removed,
+and the replaced keys are retired (kept, never used again) only once it has committed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from securesystemslib.signer import SSlibKey
+from tuf.api.metadata import DelegatedRole, Delegations
+
+from ota_server.config import ExpiryPolicy, Layout
+from ota_server.errors import InputError, KeyStoreError
+from ota_server.keys.store import (
+    TOP_LEVEL_ROLES,
+    KeyStore,
+    RoleKeys,
+    check_role_name,
+    check_threshold,
+)
+from ota_server.repository.store import writing
+
+_PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,63}")
+
+
+def init_keys(keys: KeyStore, *, root_keys: int = 1, root_threshold: int = 1, dev: bool) -> dict[str, RoleKeys]:
+    """Generate the four top-level roles' keys: ``root_keys`` for root, one for each other role."""
+    if keys.exists():
+        raise KeyStoreError(f"{keys.directory} already holds keys (use 'ota keys rotate')")
+    check_threshold("root", root_threshold, root_keys)
+    roles: dict[str, RoleKeys] = {}
+    for role in TOP_LEVEL_ROLES:
+        count, threshold = (root_keys, root_threshold) if role == "root" else (1, 1)
+        new = [keys.generate(role, encrypted=not dev) for _ in range(count)]
+        roles[role] = RoleKeys(threshold, tuple(k.keyid for k in new))
+    keys.write_keyring(roles, dev=dev)
+    return roles
+
+
+def check_path_pattern(pattern: str) -> str:
+    segments = pattern.split("/")
+    if len(segments) > 4 or not all(_PATTERN_SEGMENT.fullmatch(s) for s in segments):
+        raise InputError(
+            f"path pattern {pattern!r}: use up to 4 segments of letters, digits, . _ - and *"
+        )
+    return pattern
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    role: str
+    old_keyids: tuple[str, ...]
+    new_keyids: tuple[str, ...]
+    threshold: int
+    root_version: int
+
+
+def _new_keys(keys: KeyStore, role: str, count: int) -> list[SSlibKey]:
+    return [keys.generate(role, encrypted=not keys.dev) for _ in range(count)]
+
+
+def rotate_keys(
+    layout: Layout,
+    keys: KeyStore,
+    policy: ExpiryPolicy,
+    role: str,
+    *,
+    count: int | None = None,
+    threshold: int | None = None,
+    now: datetime | None = None,
+) -> RotationReport:
+    """Replace every key of ``role`` (top-level or supplier) with new ones."""
+    new: list[SSlibKey] = []
+    try:
+        with writing(layout, keys, policy, now=now) as (repo, _txn):
+            top_level = role in TOP_LEVEL_ROLES
+            delegator = repo.delegator(role) if top_level else repo.targets()
+            if not top_level and role not in {r.name for r in repo.delegated_roles()}:
+                raise InputError(f"no role {role!r} (roles: {', '.join(TOP_LEVEL_ROLES)} or a supplier)")
+            old = delegator.get_delegated_role(role)
+            count = count or len(old.keyids)
+            threshold = threshold or min(old.threshold, count)
+            check_threshold(role, threshold, count)
+            # The delegator's current keys must sign the change (for root: the old root keys).
+            repo.require_signing("root" if top_level else "targets")
+            new = _new_keys(keys, role, count)
+            if top_level:
+                with repo.edit_root() as root:
+                    for keyid in old.keyids:
+                        root.revoke_key(keyid, role)
+                    for key in new:
+                        root.add_key(key, role)
+                    root.roles[role].threshold = threshold
+                if role == "targets":
+                    with repo.edit_targets():
+                        pass
+            else:
+                with repo.edit_targets() as targets:
+                    for keyid in old.keyids:
+                        targets.revoke_key(keyid, role)
+                    for key in new:
+                        targets.add_key(key, role)
+                    assert targets.delegations is not None and targets.delegations.roles
+                    targets.delegations.roles[role].threshold = threshold
+                with repo.edit_targets(role):
+                    pass
+            repo.do_snapshot(force=role == "snapshot")
+            repo.do_timestamp(force=role in ("snapshot", "timestamp"))
+            root_version = repo.root_version()
+    except BaseException:
+        for key in new:
+            keys.discard(role, key.keyid)
+        raise
+    for keyid in old.keyids:
+        keys.retire(role, keyid)
+    roles = keys.roles()
+    roles[role] = RoleKeys(threshold, tuple(k.keyid for k in new))
+    keys.write_keyring(roles, dev=keys.dev)
+    return RotationReport(role, tuple(old.keyids), roles[role].keyids, threshold, root_version)
+
+
+def add_delegation(
+    layout: Layout,
+    keys: KeyStore,
+    policy: ExpiryPolicy,
+    name: str,
+    paths: Sequence[str],
+    *,
+    count: int = 1,
+    threshold: int = 1,
+    now: datetime | None = None,
+) -> RoleKeys:
+    """Delegate target paths (e.g. ``<hardware id>/*``) to a supplier role with its own keys."""
+    check_role_name(name)
+    if not paths:
+        raise InputError("a delegation needs at least one path pattern")
+    patterns = [check_path_pattern(p) for p in paths]
+    check_threshold(name, threshold, count)
+    new: list[SSlibKey] = []
+    try:
+        with writing(layout, keys, policy, now=now) as (repo, _txn):
+            if name in {r.name for r in repo.delegated_roles()}:
+                raise InputError(f"role {name!r} already exists (use 'ota keys rotate {name}')")
+            repo.require_signing("targets")
+            new = _new_keys(keys, name, count)
+            with repo.edit_targets() as targets:
+                if targets.delegations is None:
+                    targets.delegations = Delegations(keys={}, roles={})
+                assert targets.delegations.roles is not None
+                targets.delegations.roles[name] = DelegatedRole(
+                    name, [], threshold, terminating=True, paths=patterns
+                )
+                for key in new:
+                    targets.add_key(key, name)
+            with repo.edit_targets(name):
+                pass
+            repo.do_snapshot()
+            repo.do_timestamp()
+    except BaseException:
+        for key in new:
+            keys.discard(name, key.keyid)
+        raise
+    roles = keys.roles()
+    roles[name] = RoleKeys(threshold, tuple(k.keyid for k in new))
+    keys.write_keyring(roles, dev=keys.dev)
+    return roles[name]

@@ -1,0 +1,1 @@
+"""The Uptane Image repository: TUF metadata on disk, releases, transactions."""

@@ -1,0 +1,89 @@
+"""What the repository holds, read back from its signed targets metadata (pure).
+
+Targets metadata is the one source of truth for releases: bundles, versions and release
+counters are derived from the ``custom`` fields, so there is no second database to drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+from tuf.api.metadata import Targets
+
+from ota_client.metadata import MetadataFormatError, TargetCustom
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    path: str
+    role: str
+    length: int
+    hashes: Mapping[str, str]
+    custom: TargetCustom
+
+
+@dataclass(frozen=True)
+class Release:
+    bundle: str
+    version: str
+    images: tuple[CatalogEntry, ...]  # full images only
+    deltas: tuple[CatalogEntry, ...] = ()
+
+
+@dataclass
+class Catalog:
+    entries: dict[str, CatalogEntry] = field(default_factory=dict)
+    foreign: list[str] = field(default_factory=list)  # targets without our custom fields
+
+    @classmethod
+    def from_targets(cls, roles: Mapping[str, Targets]) -> Catalog:
+        catalog = cls()
+        for role, targets in roles.items():
+            for path, info in targets.targets.items():
+                try:
+                    custom = TargetCustom.from_dict(info.custom)
+                except MetadataFormatError:
+                    catalog.foreign.append(path)
+                    continue
+                catalog.entries[path] = CatalogEntry(path, role, info.length, info.hashes, custom)
+        return catalog
+
+    def max_counter(self, hardware_id: str) -> int:
+        return max(
+            (e.custom.release_counter for e in self.entries.values()
+             if hardware_id in e.custom.hardware_ids),
+            default=0,
+        )
+
+    def versions(self, bundle: str) -> list[str]:
+        return sorted(
+            {e.custom.version for e in self.entries.values() if e.custom.bundle == bundle},
+            key=_version_key,
+        )
+
+    def releases(self) -> list[Release]:
+        groups: dict[tuple[str, str], list[CatalogEntry]] = {}
+        for entry in self.entries.values():
+            groups.setdefault((entry.custom.bundle, entry.custom.version), []).append(entry)
+        out = []
+        for (bundle, version), entries in groups.items():
+            entries.sort(key=lambda e: (e.custom.ecu, e.path))
+            out.append(
+                Release(
+                    bundle,
+                    version,
+                    tuple(e for e in entries if e.custom.kind == "full"),
+                    tuple(e for e in entries if e.custom.kind == "delta"),
+                )
+            )
+        out.sort(key=lambda r: (r.bundle, _version_key(r.version)))
+        return out
+
+
+def _version_key(text: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(text))
+    except InvalidVersion:
+        return (0, text)

@@ -1,0 +1,102 @@
+"""Create the repository, keep its signatures fresh, and report its state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ota_server.config import ExpiryPolicy, Layout
+from ota_server.errors import RepositoryStateError
+from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
+from ota_server.repository.store import FileRepository, root_versions, writing
+
+ONLINE_ROLES = ("snapshot", "timestamp")
+
+
+def init_repository(
+    layout: Layout, keys: KeyStore, policy: ExpiryPolicy, *, now: datetime | None = None
+) -> None:
+    """Write version 1 of every top-level role from the keys in the key ring."""
+    if root_versions(layout.metadata):
+        raise RepositoryStateError(f"{layout.repo} already holds a repository")
+    roles = keys.roles()
+    if missing := [r for r in TOP_LEVEL_ROLES if r not in roles]:
+        raise RepositoryStateError(f"the key ring has no keys for {', '.join(missing)}")
+    layout.targets.mkdir(parents=True, exist_ok=True)
+    with writing(layout, keys, policy, create=True, now=now) as (repo, _txn):
+        with repo.edit_root() as root:
+            for role in TOP_LEVEL_ROLES:
+                for keyid in roles[role].keyids:
+                    root.add_key(keys.public_key(role, keyid), role)
+                root.roles[role].threshold = roles[role].threshold
+        with repo.edit_targets():
+            pass
+        repo.do_snapshot()
+        repo.do_timestamp()
+
+
+@dataclass
+class RefreshReport:
+    resigned: dict[str, int] = field(default_factory=dict)  # role -> new version
+    skipped: list[str] = field(default_factory=list)  # due, but its keys are offline
+
+
+def refresh_repository(
+    layout: Layout,
+    keys: KeyStore,
+    policy: ExpiryPolicy,
+    *,
+    force: bool = False,
+    online_only: bool = False,
+    now: datetime | None = None,
+    wait: float = 30.0,
+) -> RefreshReport:
+    """Re-sign every role whose expiry is inside its refresh window (all of them with force)."""
+    report = RefreshReport()
+    with writing(layout, keys, policy, now=now, wait=wait) as (repo, _txn):
+
+        def due(role: str) -> bool:
+            return force or policy.is_due(role, repo.open(role).signed.expires, repo.now)
+
+        if not online_only:
+            offline = [r.name for r in repo.delegated_roles()] + ["targets", "root"]
+            for role in filter(due, offline):
+                if repo.can_sign(role):
+                    with repo.edit(role):
+                        pass
+                else:
+                    report.skipped.append(role)
+        repo.do_snapshot(force=due("snapshot"))
+        repo.do_timestamp(force=due("timestamp"))
+        for role in repo.changed_roles():
+            report.resigned[role] = repo.open(role).signed.version
+    return report
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str
+    version: int
+    expires: datetime
+    threshold: int
+    keys: int
+    keys_here: int
+
+
+def repository_status(layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime) -> list[RoleStatus]:
+    repo = FileRepository.load(layout, keys, policy, now)
+    out = []
+    for role in [*TOP_LEVEL_ROLES, *(r.name for r in repo.delegated_roles())]:
+        md = repo.open(role)
+        wanted = repo.delegator(role).get_delegated_role(role)
+        out.append(
+            RoleStatus(
+                role=role,
+                version=md.signed.version,
+                expires=md.signed.expires,
+                threshold=wanted.threshold,
+                keys=len(wanted.keyids),
+                keys_here=sum(keys.has_private(role, k) for k in wanted.keyids),
+            )
+        )
+    return out

@@ -1,0 +1,137 @@
+"""Publish a release: validate, copy images in, sign, commit — all or nothing.
+
+Order matters for "nothing changes on failure": every check that can fail on operator input
+(manifest, files, versions, counters, names, keys and passphrase) runs before the first byte is
+copied; copies go to a staging area; signing happens in memory; the transaction then commits
+with ``timestamp.json`` as the last write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from tuf.api.metadata import TargetFile
+
+from ota_server.config import ExpiryPolicy, Layout
+from ota_server.errors import InputError
+from ota_server.keys.store import KeyStore
+from ota_server.repository.catalog import Catalog
+from ota_server.repository.manifest import MAX_MANIFEST_BYTES, ReleaseManifest, parse_manifest
+from ota_server.repository.plan import ReleasePlan, plan_release
+from ota_server.repository.store import writing
+from ota_server.repository.transaction import Transaction
+
+COPY_CHUNK = 1 << 20
+MAX_IMAGE_BYTES = 64 << 30
+
+Progress = Callable[[int], None]
+
+
+def read_manifest(path: Path) -> tuple[ReleaseManifest, list[Path]]:
+    """Parse the manifest and resolve its image files (relative to the manifest)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        text = raw.decode("utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read manifest {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"manifest {path} is not UTF-8 text") from None
+    try:
+        manifest = parse_manifest(text)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    files = [path.parent / image.file for image in manifest.images]
+    return manifest, files
+
+
+def measure(files: list[Path], names: list[str]) -> list[int]:
+    """Sizes of regular, readable, non-empty image files."""
+    sizes = []
+    for file, name in zip(files, names, strict=True):
+        try:
+            st = os.stat(file)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"image {name}: {file} is not a regular file")
+            with open(file, "rb"):
+                pass
+        except OSError as e:
+            raise InputError(f"image {name}: cannot read {file}: {e.strerror or e}") from None
+        if st.st_size == 0:
+            raise InputError(f"image {name}: {file} is empty")
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise InputError(f"image {name}: {file} is larger than {MAX_IMAGE_BYTES} bytes")
+        sizes.append(st.st_size)
+    return sizes
+
+
+def stage_copy(source: Path, staged: Path, progress: Progress | None) -> tuple[int, str]:
+    """Copy ``source`` to ``staged`` durably, hashing on the way. Returns (length, sha256)."""
+    digest = hashlib.sha256()
+    length = 0
+    with open(source, "rb") as src, open(staged, "wb") as dst:
+        while chunk := src.read(COPY_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            length += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        dst.flush()
+        os.fsync(dst.fileno())
+    return length, digest.hexdigest()
+
+
+def consistent_target_file(layout: Layout, path: str, sha256: str) -> Path:
+    """Where a target is stored: ``targets/<dir>/<sha256>.<basename>`` (consistent snapshots)."""
+    pure = PurePosixPath(path)
+    return layout.targets.joinpath(*pure.parent.parts, f"{sha256}.{pure.name}")
+
+
+def add_target_file(
+    txn: Transaction, layout: Layout, path: str, source: Path, expected: int,
+    progress: Progress | None,
+) -> TargetFile:
+    staged = txn.new_staging_file(PurePosixPath(path).name)
+    length, sha256 = stage_copy(source, staged, progress)
+    if length != expected:
+        raise InputError(f"{source} changed while it was being published")
+    txn.add_file(consistent_target_file(layout, path, sha256), staged)
+    return TargetFile(length, {"sha256": sha256}, path)
+
+
+def publish_release(
+    layout: Layout,
+    keys: KeyStore,
+    policy: ExpiryPolicy,
+    manifest_path: Path,
+    *,
+    progress: Progress | None = None,
+    on_plan: Callable[[ReleasePlan], None] | None = None,
+    now: datetime | None = None,
+) -> ReleasePlan:
+    manifest, files = read_manifest(manifest_path)
+    sizes = measure(files, [image.ecu for image in manifest.images])
+    with writing(layout, keys, policy, now=now) as (repo, txn):
+        catalog = Catalog.from_targets(repo.all_targets())
+        plan = plan_release(manifest, sizes, catalog, repo.role_for_path)
+        for role in [*plan.roles, "snapshot", "timestamp"]:
+            repo.require_signing(role)
+        if on_plan is not None:
+            on_plan(plan)
+        added: dict[str, list[TargetFile]] = {}
+        for image, file in zip(plan.images, files, strict=True):
+            target = add_target_file(txn, layout, image.path, file, image.length, progress)
+            target.unrecognized_fields["custom"] = image.custom.to_dict()
+            added.setdefault(image.role, []).append(target)
+        for role, targets in added.items():
+            with repo.edit_targets(role) as signed:
+                for target in targets:
+                    signed.targets[target.path] = target
+        repo.do_snapshot()
+        repo.do_timestamp()
+    return plan

@@ -1,0 +1,337 @@
+"""The Image repository on disk, as a python-tuf ``Repository``.
+
+``FileRepository`` loads the current, committed metadata (the version chain that
+``timestamp.json`` points to), lets callers edit roles through python-tuf's ``edit_*`` context
+managers, signs each closed role with the keys the key store holds, and on ``save`` stages the
+new versioned files into a ``Transaction`` in an order that keeps the repository consistent for
+clients reading it meanwhile: targets files, targets metadata, snapshot, timestamp, root.
+
+Files written (consistent snapshots, DESIGN §7): ``metadata/N.root.json``, ``N.targets.json``,
+``N.<delegated>.json``, ``N.snapshot.json``, ``timestamp.json``; ``targets/<dir>/<sha256>.<name>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    DelegatedRole,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+from tuf.repository import Repository
+
+from ota_server.config import ExpiryPolicy, Layout
+from ota_server.errors import KeyStoreError, RepositoryStateError
+from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
+from ota_server.repository.transaction import Transaction, recover
+
+SPEC_VERSION = "1.0.31"
+_ROOT_FILE = re.compile(r"([1-9][0-9]{0,9})\.root\.json")
+_SERIALIZER = JSONSerializer(compact=True)
+
+
+def metadata_bytes(md: Metadata) -> bytes:
+    return md.to_bytes(_SERIALIZER)
+
+
+def _meta_file(version: int, data: bytes) -> MetaFile:
+    return MetaFile.from_data(version, data, ["sha256"])
+
+
+def _read_metadata(path: Path) -> Metadata:
+    try:
+        return Metadata.from_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise RepositoryStateError(f"repository metadata {path.name} is missing") from None
+    except (OSError, DeserializationError) as e:
+        raise RepositoryStateError(f"cannot read repository metadata {path}: {e}") from e
+
+
+def root_versions(metadata_dir: Path) -> list[int]:
+    try:
+        names = os.listdir(metadata_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for n in names if (m := _ROOT_FILE.fullmatch(n)))
+
+
+class FileRepository(Repository):
+    """Edits on the committed repository state; nothing touches disk until ``save``."""
+
+    def __init__(
+        self, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
+    ) -> None:
+        self.layout = layout
+        self.keys = keys
+        self.policy = policy
+        self.now = now.replace(microsecond=0)
+        self._md: dict[str, Metadata] = {}
+        self._bytes: dict[str, bytes] = {}
+        self._changed: list[str] = []
+        self._previous_root: Root | None = None
+        self._creating = False
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
+    ) -> FileRepository:
+        """An empty repository: every role opens as a new version 1."""
+        repo = cls(layout, keys, policy, now)
+        repo._creating = True
+        return repo
+
+    @classmethod
+    def load(
+        cls, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
+    ) -> FileRepository:
+        repo = cls(layout, keys, policy, now)
+        versions = root_versions(layout.metadata)
+        if not versions:
+            raise RepositoryStateError(
+                f"no repository in {layout.repo}: run 'ota repo init' first"
+            )
+        md_dir = layout.metadata
+        repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json"))
+        timestamp = _read_metadata(md_dir / "timestamp.json")
+        repo._put("timestamp", timestamp)
+        assert isinstance(timestamp.signed, Timestamp)
+        snap_version = timestamp.signed.snapshot_meta.version
+        snapshot = _read_metadata(md_dir / f"{snap_version}.snapshot.json")
+        repo._put("snapshot", snapshot)
+        assert isinstance(snapshot.signed, Snapshot)
+        for name, meta in snapshot.signed.meta.items():
+            role = name.removesuffix(".json")
+            repo._put(role, _read_metadata(md_dir / f"{meta.version}.{role}.json"))
+        return repo
+
+    def _put(self, role: str, md: Metadata) -> None:
+        self._md[role] = md
+        self._bytes[role] = metadata_bytes(md)
+
+    # -- python-tuf Repository interface -------------------------------------------------------
+
+    def open(self, role: str) -> Metadata:
+        if role in self._md:
+            return copy.deepcopy(self._md[role])
+        new_delegated = "targets" in self._md and role in {r.name for r in self.delegated_roles()}
+        if not (self._creating or new_delegated):
+            raise RepositoryStateError(f"the repository has no role {role!r}")
+        expires = self.now
+        signed: Root | Targets | Snapshot | Timestamp
+        if role == "root":
+            signed = Root(version=1, expires=expires, consistent_snapshot=True)
+        elif role == "timestamp":
+            signed = Timestamp(version=1, expires=expires)
+        elif role == "snapshot":
+            signed = Snapshot(version=1, expires=expires)
+        else:
+            signed = Targets(version=1, expires=expires)
+        signed.spec_version = SPEC_VERSION
+        return Metadata(signed)
+
+    def close(self, role: str, md: Metadata) -> None:
+        if role in self._md:  # a new role keeps the version 1 that open() gave it
+            md.signed.version += 1
+        md.signed.expires = self.now + self.policy.lifetime(role)
+        md.signatures.clear()
+        if role == "root":
+            if self._previous_root is None and "root" in self._md:
+                root = self._md["root"].signed
+                assert isinstance(root, Root)
+                self._previous_root = root
+            assert isinstance(md.signed, Root)
+            delegators = [md.signed]
+            if self._previous_root is not None:
+                delegators.append(self._previous_root)
+        else:
+            delegators = [self.delegator(role)]
+        for keyid in sorted({k for d in delegators for k in d.get_delegated_role(role).keyids}):
+            signer = self._signer(role, keyid)
+            if signer is not None:
+                md.sign(signer, append=True)
+        for delegator in delegators:
+            self._check_threshold(delegator, role, md)
+        self._put(role, md)
+        if role not in self._changed:
+            self._changed.append(role)
+
+    @property
+    def targets_infos(self) -> dict[str, MetaFile]:
+        return {
+            f"{role}.json": _meta_file(md.signed.version, self._bytes[role])
+            for role, md in self._md.items()
+            if isinstance(md.signed, Targets)
+        }
+
+    @property
+    def snapshot_info(self) -> MetaFile:
+        return _meta_file(self._md["snapshot"].signed.version, self._bytes["snapshot"])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def delegator(self, role: str) -> Root | Targets:
+        holder = "root" if role in TOP_LEVEL_ROLES else "targets"
+        signed = self._md[holder].signed
+        assert isinstance(signed, Root | Targets)
+        return signed
+
+    def _signer(self, role: str, keyid: str) -> Signer | None:
+        return self.keys.signer(role, keyid)
+
+    def _check_threshold(self, delegator: Root | Targets, role: str, md: Metadata) -> None:
+        try:
+            delegator.verify_delegate(role, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError:
+            wanted = delegator.get_delegated_role(role)
+            raise KeyStoreError(
+                f"cannot sign {role}: it needs {wanted.threshold} of its keys and only "
+                f"{len(md.signatures)} are in {self.keys.directory / role} "
+                "(bring the offline keys back for this ceremony)"
+            ) from None
+
+    def can_sign(self, role: str) -> bool:
+        """Whether the key store holds enough private keys to sign ``role`` now."""
+        delegated = self.delegator(role).get_delegated_role(role)
+        have = sum(self.keys.has_private(role, k) for k in delegated.keyids)
+        return have >= delegated.threshold
+
+    def require_signing(self, role: str) -> None:
+        """Load ``role``'s signers now (asking for the passphrase) or fail before any work."""
+        delegated = self.delegator(role).get_delegated_role(role)
+        loaded = sum(self._signer(role, keyid) is not None for keyid in delegated.keyids)
+        if loaded < delegated.threshold:
+            raise KeyStoreError(
+                f"cannot sign {role}: it needs {delegated.threshold} of its keys and only "
+                f"{loaded} are in {self.keys.directory / role} "
+                "(bring the offline keys back for this ceremony)"
+            )
+
+    def role_for_path(self, path: str) -> str:
+        """The targets role that signs ``path``: the first delegation that matches, else top-level."""
+        delegations = self.targets().delegations
+        if delegations is not None:
+            for name, _terminating in delegations.get_roles_for_target(path):
+                return name
+        return "targets"
+
+    def delegated_roles(self) -> list[DelegatedRole]:
+        targets = self.targets()
+        if targets.delegations is None or targets.delegations.roles is None:
+            return []
+        return list(targets.delegations.roles.values())
+
+    def all_targets(self) -> dict[str, Targets]:
+        """Every targets role by name, top-level first."""
+        out = {"targets": self.targets()}
+        for role in self.delegated_roles():
+            out[role.name] = self.targets(role.name)
+        return out
+
+    def root_version(self) -> int:
+        return self._md["root"].signed.version
+
+    def changed_roles(self) -> list[str]:
+        """Roles closed (re-signed) since loading and not yet saved."""
+        return list(self._changed)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, txn: Transaction) -> None:
+        """Stage every changed role into ``txn`` in a client-safe order (root last)."""
+        md_dir = self.layout.metadata
+        order = sorted(
+            self._changed,
+            key=lambda r: {"snapshot": 2, "timestamp": 3, "root": 4}.get(r, 1 if r == "targets" else 0),
+        )
+        for role in order:
+            md = self._md[role]
+            if role == "timestamp":
+                txn.write(md_dir / "timestamp.json", self._bytes[role], replace=True)
+            else:
+                txn.write(md_dir / f"{md.signed.version}.{role}.json", self._bytes[role])
+        self._changed.clear()
+
+
+class RepoLock:
+    """One writer at a time per server home (an advisory ``flock`` on ``state/lock``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+
+    @contextmanager
+    def hold(self, *, wait: float = 30.0) -> Iterator[bool]:
+        """Yield True once the lock is held; False if ``wait`` passed (0 = do not wait)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def writing(
+    layout: Layout,
+    keys: KeyStore,
+    policy: ExpiryPolicy,
+    *,
+    create: bool = False,
+    now: datetime | None = None,
+    wait: float = 30.0,
+) -> Iterator[tuple[FileRepository, Transaction]]:
+    """Hold the lock, finish any interrupted change, and yield a repository plus transaction.
+
+    The caller edits the repository, stages files into the transaction and returns; the change
+    is then saved and committed as one unit. Any exception leaves the repository untouched.
+    """
+    with RepoLock(layout.state).hold(wait=wait) as held:
+        if not held:
+            raise RepositoryStateError(
+                "another ota command is changing this repository; try again when it is done"
+            )
+        recover(layout.state)
+        clock = now or datetime.now(UTC)
+        if create:
+            repo = FileRepository.create(layout, keys, policy, clock)
+        else:
+            repo = FileRepository.load(layout, keys, policy, clock)
+        txn = Transaction(layout.state)
+        try:
+            yield repo, txn
+            repo.save(txn)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise

@@ -1,0 +1,165 @@
+"""All-or-nothing changes to the repository directory, safe against crashes.
+
+A change adds new files (hash-prefixed targets, versioned metadata) and replaces a few
+(``timestamp.json``). ``commit`` first writes a journal naming every file it will create, a
+backup of every file it will replace, and the *commit file*: the last write, after which the
+change is visible to clients (``timestamp.json`` for a publish, the new ``N.root.json`` for a
+rotation — a root that clients may have seen is never taken back). Then it performs the writes
+in order and deletes the journal.
+
+If anything fails part way, ``commit`` undoes what it did. If the process dies instead, the
+next writer calls ``recover`` under the lock: a commit file with its new content means the
+change landed (only the journal is removed); otherwise everything is undone. Either way the
+repository ends exactly as before or exactly as after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ota_client.atomic import fsync_dir, write_atomic
+from ota_server.errors import RepositoryStateError
+
+JOURNAL = "journal.json"
+
+
+@dataclass(frozen=True)
+class _Op:
+    final: Path
+    data: bytes | None = None  # metadata content, or None for a staged file
+    staged: Path | None = None  # a fully written, fsync'd file to rename into place
+    replace: bool = False  # may overwrite an existing file (backed up first)
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+class Transaction:
+    """Collect writes, then commit them in order. Writes are staged in ``work_dir``."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.staging = work_dir / "txn"
+        self._ops: list[_Op] = []
+        self._staged = 0
+
+    def new_staging_file(self, name: str) -> Path:
+        """A fresh path in the staging area (same file system) for a file to be added later."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._staged += 1
+        return self.staging / f"{self._staged}.{name}"
+
+    def add_file(self, final: Path, staged: Path) -> None:
+        """Move ``staged`` to ``final`` at commit; content-addressed, so an existing one is kept."""
+        self._ops.append(_Op(final, staged=staged))
+
+    def write(self, final: Path, data: bytes, *, replace: bool = False) -> None:
+        self._ops.append(_Op(final, data=data, replace=replace))
+
+    @property
+    def empty(self) -> bool:
+        return not self._ops
+
+    def commit(self) -> None:
+        if not self._ops:
+            self._cleanup()
+            return
+        ops = [op for op in self._ops if not (op.staged and op.final.exists())]
+        for op in ops:
+            if op.final.exists() and not op.replace:
+                raise RepositoryStateError(f"refusing to overwrite {op.final}")
+        created: list[str] = []
+        replaced: list[dict[str, str]] = []
+        backups = self.work_dir / "backup"
+        backups.mkdir(parents=True, exist_ok=True)
+        for i, op in enumerate(ops):
+            if op.final.exists():
+                backup = backups / f"{i}.{op.final.name}"
+                shutil.copy2(op.final, backup)
+                replaced.append({"path": str(op.final), "backup": str(backup)})
+            else:
+                created.append(str(op.final))
+        last = ops[-1]
+        if last.data is None:
+            raise RepositoryStateError("a change must end with a metadata write")
+        commit_sha = hashlib.sha256(last.data).hexdigest()
+        journal = {
+            "created": created,
+            "replaced": replaced,
+            "commit": {"path": str(last.final), "sha256": commit_sha},
+        }
+        fsync_dir(backups)
+        write_atomic(self.work_dir / JOURNAL, json.dumps(journal, indent=1).encode())
+        try:
+            for op in ops:
+                self._run_op(op)
+        except BaseException:
+            recover(self.work_dir)  # undoes it, unless the commit file already landed
+            raise
+        self._cleanup()
+
+    def _run_op(self, op: _Op) -> None:
+        op.final.parent.mkdir(parents=True, exist_ok=True)
+        if op.staged is not None:
+            os.replace(op.staged, op.final)
+            fsync_dir(op.final.parent)
+        else:
+            assert op.data is not None
+            write_atomic(op.final, op.data)
+
+    def abort(self) -> None:
+        """Drop everything staged; the repository was never touched."""
+        self._ops.clear()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        (self.work_dir / JOURNAL).unlink(missing_ok=True)
+        shutil.rmtree(self.work_dir / "backup", ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def rollback(work_dir: Path) -> None:
+    """Undo a journaled commit: restore replaced files, remove created ones."""
+    journal = json.loads((work_dir / JOURNAL).read_bytes())
+    for entry in journal["replaced"]:
+        backup, path = Path(entry["backup"]), Path(entry["path"])
+        if backup.exists():
+            write_atomic(path, backup.read_bytes())
+    for name in journal["created"]:
+        path = Path(name)
+        if path.exists():
+            path.unlink()
+            fsync_dir(path.parent)
+    (work_dir / JOURNAL).unlink()
+    shutil.rmtree(work_dir / "backup", ignore_errors=True)
+    shutil.rmtree(work_dir / "txn", ignore_errors=True)
+
+
+def recover(work_dir: Path) -> str | None:
+    """Finish or undo a commit a dead process left behind. Returns what was done, if anything."""
+    journal_path = work_dir / JOURNAL
+    if not journal_path.exists():
+        shutil.rmtree(work_dir / "txn", ignore_errors=True)
+        return None
+    try:
+        journal = json.loads(journal_path.read_bytes())
+        commit = journal["commit"]
+    except (OSError, ValueError, KeyError) as e:
+        raise RepositoryStateError(f"unreadable transaction journal {journal_path}: {e}") from e
+    if _sha256(Path(commit["path"])) == commit["sha256"]:
+        journal_path.unlink()
+        shutil.rmtree(work_dir / "backup", ignore_errors=True)
+        shutil.rmtree(work_dir / "txn", ignore_errors=True)
+        return "completed an interrupted change"
+    rollback(work_dir)
+    return "rolled back an interrupted change"
