@@ -59,7 +59,9 @@ IMAGES = {
 def build() -> dict[str, bytes]:
     blocks: dict[str, list[bytes]] = {}
     for name, (seed, count, parent, derive) in IMAGES.items():
-        blocks[name] = base_image(seed, count) if parent is None else next_version(blocks[parent], derive)
+        blocks[name] = (
+            base_image(seed, count) if parent is None else next_version(blocks[parent], derive)
+        )
     return {name: b"".join(parts) for name, parts in blocks.items()}
 
 

@@ -31,9 +31,7 @@ class HttpFetcher(FetcherInterface):
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         try:
-            response = self._pool.request(
-                "GET", url, preload_content=False, timeout=self._timeout
-            )
+            response = self._pool.request("GET", url, preload_content=False, timeout=self._timeout)
         except urllib3.exceptions.TimeoutError as e:
             raise exceptions.SlowRetrievalError(f"{url}: timed out") from e
         except urllib3.exceptions.HTTPError as e:

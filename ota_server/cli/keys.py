@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ota_server.cli.context import CliContext, pass_cli
@@ -16,11 +18,23 @@ def keys() -> None:
 
 
 @keys.command("init")
-@click.option("--dev", is_flag=True, help="Unencrypted keys for a throwaway setup. Never in production.")
-@click.option("--root-keys", default=1, show_default=True, type=click.IntRange(1, 16),
-              help="Number of root keys to create.")
-@click.option("--root-threshold", default=1, show_default=True, type=click.IntRange(1, 16),
-              help="Root signatures needed for a new root (e.g. 2 of 3 in production).")
+@click.option(
+    "--dev", is_flag=True, help="Unencrypted keys for a throwaway setup. Never in production."
+)
+@click.option(
+    "--root-keys",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Number of root keys to create.",
+)
+@click.option(
+    "--root-threshold",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Root signatures needed for a new root (e.g. 2 of 3 in production).",
+)
 @pass_cli
 def keys_init(cli: CliContext, dev: bool, root_keys: int, root_threshold: int) -> None:
     """Create ed25519 keys for root, targets, snapshot and timestamp.
@@ -34,8 +48,10 @@ def keys_init(cli: CliContext, dev: bool, root_keys: int, root_threshold: int) -
     """
     roles = init_keys(cli.keys, root_keys=root_keys, root_threshold=root_threshold, dev=dev)
     if dev:
-        warn("WARNING: --dev keys are NOT encrypted. Anyone who reads "
-             f"{cli.keys.directory} can sign software for your vehicles.")
+        warn(
+            "WARNING: --dev keys are NOT encrypted. Anyone who reads "
+            f"{cli.keys.directory} can sign software for your vehicles."
+        )
     for role, rk in roles.items():
         click.echo(f"{role}: {len(rk.keyids)} key(s), threshold {rk.threshold}")
     click.echo(f"keys written to {cli.keys.directory}")
@@ -52,24 +68,44 @@ def keys_list(cli: CliContext, as_json: bool) -> None:
       ota keys list --json
     """
     store = cli.keys
-    rows = []
+    rows: list[dict[str, Any]] = []
     for role, rk in sorted(store.roles().items()):
         for keyid in rk.keyids:
-            rows.append({"role": role, "keyid": keyid, "threshold": rk.threshold,
-                         "private_key_here": store.has_private(role, keyid)})
+            rows.append(
+                {
+                    "role": role,
+                    "keyid": keyid,
+                    "threshold": rk.threshold,
+                    "private_key_here": store.has_private(role, keyid),
+                }
+            )
     if as_json:
         echo_json({"dev": store.dev, "keys": rows})
         return
     if store.dev:
         warn("these are unencrypted --dev keys")
-    echo_table(["ROLE", "KEYID", "THRESHOLD", "PRIVATE KEY"],
-               [[r["role"], r["keyid"][:16], r["threshold"], "here" if r["private_key_here"] else "offline"]
-                for r in rows])
+    echo_table(
+        ["ROLE", "KEYID", "THRESHOLD", "PRIVATE KEY"],
+        [
+            [
+                r["role"],
+                r["keyid"][:16],
+                r["threshold"],
+                "here" if r["private_key_here"] else "offline",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @keys.command("rotate")
 @click.argument("role")
-@click.option("--keys", "count", type=click.IntRange(1, 16), help="Number of new keys (default: as many as now).")
+@click.option(
+    "--keys",
+    "count",
+    type=click.IntRange(1, 16),
+    help="Number of new keys (default: as many as now).",
+)
 @click.option("--threshold", type=click.IntRange(1, 16), help="New threshold (default: as now).")
 @pass_cli
 def keys_rotate(cli: CliContext, role: str, count: int | None, threshold: int | None) -> None:
@@ -85,8 +121,11 @@ def keys_rotate(cli: CliContext, role: str, count: int | None, threshold: int | 
     """
     if not root_versions(cli.config.layout.metadata):
         raise click.ClickException("no repository yet: run 'ota repo init' first")
-    report = rotate_keys(cli.config.layout, cli.keys, cli.config.expiry, role,
-                         count=count, threshold=threshold)
-    click.echo(f"rotated {role}: {len(report.old_keyids)} old key(s) retired, "
-               f"{len(report.new_keyids)} new (threshold {report.threshold}); "
-               f"root is now version {report.root_version}")
+    report = rotate_keys(
+        cli.config.layout, cli.keys, cli.config.expiry, role, count=count, threshold=threshold
+    )
+    click.echo(
+        f"rotated {role}: {len(report.old_keyids)} old key(s) retired, "
+        f"{len(report.new_keyids)} new (threshold {report.threshold}); "
+        f"root is now version {report.root_version}"
+    )

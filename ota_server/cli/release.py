@@ -38,14 +38,17 @@ def release_publish(cli: CliContext, manifest: Path, as_json: bool, quiet: bool)
     total = sum(f.stat().st_size for f in files if f.is_file())
     label = f"publishing {parsed.bundle} {parsed.version}"
     with progress(total, label, enabled=not (quiet or as_json)) as advance:
-        plan = publish_release(cli.config.layout, cli.keys, cli.config.expiry, manifest,
-                               progress=advance)
+        plan = publish_release(
+            cli.config.layout, cli.keys, cli.config.expiry, manifest, progress=advance
+        )
     if as_json:
         echo_json(_plan_json(plan))
         return
     for image in plan.images:
-        click.echo(f"  {image.path}  ({image.length} bytes, ecu {image.spec.ecu}, "
-                   f"release counter {image.custom.release_counter}, signed by {image.role})")
+        click.echo(
+            f"  {image.path}  ({image.length} bytes, ecu {image.spec.ecu}, "
+            f"release counter {image.custom.release_counter}, signed by {image.role})"
+        )
     click.echo(f"published {plan.bundle} {plan.version}")
 
 
@@ -53,8 +56,10 @@ def _plan_json(plan: ReleasePlan) -> dict[str, object]:
     return {
         "bundle": plan.bundle,
         "version": plan.version,
-        "targets": [{"path": i.path, "length": i.length, "role": i.role, "custom": i.custom.to_dict()}
-                    for i in plan.images],
+        "targets": [
+            {"path": i.path, "length": i.length, "role": i.role, "custom": i.custom.to_dict()}
+            for i in plan.images
+        ],
     }
 
 
@@ -72,18 +77,47 @@ def release_list(cli: CliContext, bundle: str | None, as_json: bool) -> None:
     """
     config = cli.config
     repo = FileRepository.load(config.layout, cli.keys, config.expiry, datetime.now(UTC))
-    releases = [r for r in Catalog.from_targets(repo.all_targets()).releases()
-                if bundle is None or r.bundle == bundle]
+    releases = [
+        r
+        for r in Catalog.from_targets(repo.all_targets()).releases()
+        if bundle is None or r.bundle == bundle
+    ]
     if as_json:
-        echo_json([
-            {"bundle": r.bundle, "version": r.version,
-             "images": [{"path": e.path, "length": e.length, "hashes": dict(e.hashes),
-                         "role": e.role, "custom": e.custom.to_dict()} for e in r.images],
-             "deltas": [{"path": e.path, "length": e.length, "custom": e.custom.to_dict()}
-                        for e in r.deltas]}
-            for r in releases
-        ])
+        echo_json(
+            [
+                {
+                    "bundle": r.bundle,
+                    "version": r.version,
+                    "images": [
+                        {
+                            "path": e.path,
+                            "length": e.length,
+                            "hashes": dict(e.hashes),
+                            "role": e.role,
+                            "custom": e.custom.to_dict(),
+                        }
+                        for e in r.images
+                    ],
+                    "deltas": [
+                        {"path": e.path, "length": e.length, "custom": e.custom.to_dict()}
+                        for e in r.deltas
+                    ],
+                }
+                for r in releases
+            ]
+        )
         return
-    rows = [[r.bundle, r.version, e.custom.ecu, ",".join(e.custom.hardware_ids),
-             e.custom.release_counter, e.length, e.path] for r in releases for e in r.images]
+    rows = [
+        [
+            r.bundle,
+            r.version,
+            e.custom.ecu,
+            ",".join(e.custom.hardware_ids),
+            e.custom.release_counter,
+            e.length,
+            e.path,
+        ]
+        for r in releases
+        for e in r.images
+    ]
     echo_table(["BUNDLE", "VERSION", "ECU", "HARDWARE IDS", "COUNTER", "BYTES", "TARGET"], rows)

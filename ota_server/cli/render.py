@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,7 @@ def progress(total: int, label: str, *, enabled: bool = True) -> Iterator[Callab
     if not enabled:
         yield lambda _n: None
         return
-    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"),
-                           show_percent=True, show_pos=False) as bar:
+    with click.progressbar(
+        length=total, label=label, file=sys.stderr, show_percent=True, show_pos=False
+    ) as bar:
         yield bar.update

@@ -32,7 +32,9 @@ def repo_init(cli: CliContext) -> None:
 
 @repo.command("refresh")
 @click.option("--force", is_flag=True, help="Re-sign every role, due or not.")
-@click.option("--online-only", is_flag=True, help="Only snapshot and timestamp (what 'ota serve' does).")
+@click.option(
+    "--online-only", is_flag=True, help="Only snapshot and timestamp (what 'ota serve' does)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli
 def repo_refresh(cli: CliContext, force: bool, online_only: bool, as_json: bool) -> None:
@@ -45,8 +47,9 @@ def repo_refresh(cli: CliContext, force: bool, online_only: bool, as_json: bool)
       ota repo refresh
       ota repo refresh --force --json
     """
-    report = refresh_repository(cli.config.layout, cli.keys, cli.config.expiry,
-                                force=force, online_only=online_only)
+    report = refresh_repository(
+        cli.config.layout, cli.keys, cli.config.expiry, force=force, online_only=online_only
+    )
     if as_json:
         echo_json({"resigned": report.resigned, "skipped": report.skipped})
         return
@@ -75,8 +78,16 @@ def repo_status(cli: CliContext, as_json: bool) -> None:
         return
     echo_table(
         ["ROLE", "VERSION", "EXPIRES", "IN", "KEYS HERE/THRESHOLD/TOTAL"],
-        [[r.role, r.version, r.expires.strftime("%Y-%m-%d %H:%M"), _remaining(r.expires - now),
-          f"{r.keys_here}/{r.threshold}/{r.keys}"] for r in roles],
+        [
+            [
+                r.role,
+                r.version,
+                r.expires.strftime("%Y-%m-%d %H:%M"),
+                _remaining(r.expires - now),
+                f"{r.keys_here}/{r.threshold}/{r.keys}",
+            ]
+            for r in roles
+        ],
     )
 
 
@@ -89,14 +100,24 @@ def _remaining(delta: object) -> str:
 
 @repo.command("delegate")
 @click.argument("name")
-@click.option("--hardware-id", "hardware_ids", multiple=True,
-              help="Delegate every image of this hardware id (pattern HWID/*). Repeatable.")
+@click.option(
+    "--hardware-id",
+    "hardware_ids",
+    multiple=True,
+    help="Delegate every image of this hardware id (pattern HWID/*). Repeatable.",
+)
 @click.option("--path", "paths", multiple=True, help="A raw target path pattern. Repeatable.")
 @click.option("--keys", "count", default=1, show_default=True, type=click.IntRange(1, 16))
 @click.option("--threshold", default=1, show_default=True, type=click.IntRange(1, 16))
 @pass_cli
-def repo_delegate(cli: CliContext, name: str, hardware_ids: tuple[str, ...],
-                  paths: tuple[str, ...], count: int, threshold: int) -> None:
+def repo_delegate(
+    cli: CliContext,
+    name: str,
+    hardware_ids: tuple[str, ...],
+    paths: tuple[str, ...],
+    count: int,
+    threshold: int,
+) -> None:
     """Delegate images of some hardware ids to a supplier role NAME with its own keys.
 
     Images published for those hardware ids are then signed by the supplier's keys
@@ -107,7 +128,16 @@ def repo_delegate(cli: CliContext, name: str, hardware_ids: tuple[str, ...],
       ota repo delegate acme-brakes --hardware-id brake-ecu-v2
     """
     patterns = [f"{h}/*" for h in hardware_ids] + list(paths)
-    role = add_delegation(cli.config.layout, cli.keys, cli.config.expiry, name, patterns,
-                          count=count, threshold=threshold)
-    click.echo(f"delegated {', '.join(patterns)} to {name} "
-               f"({len(role.keyids)} key(s), threshold {role.threshold})")
+    role = add_delegation(
+        cli.config.layout,
+        cli.keys,
+        cli.config.expiry,
+        name,
+        patterns,
+        count=count,
+        threshold=threshold,
+    )
+    click.echo(
+        f"delegated {', '.join(patterns)} to {name} "
+        f"({len(role.keyids)} key(s), threshold {role.threshold})"
+    )

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ota_server.cli.context import CliContext, pass_cli
 from ota_server.cli.render import warn
-from ota_server.config import ServerConfig
+from ota_server.config import ServeConfig, ServerConfig
 from ota_server.errors import ConfigError
 from ota_server.http.app import create_app
 from ota_server.keys.store import KeyStore
@@ -45,7 +45,9 @@ async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise ConfigError(f"cannot listen on {config.serve.host}:{config.serve.port}: {e.strerror}") from e
+        raise ConfigError(
+            f"cannot listen on {config.serve.host}:{config.serve.port}: {e.strerror}"
+        ) from e
     host, port = runner.addresses[0][:2]
     scheme = "https" if tls else "http"
     click.echo(f"serving {config.layout.repo} at {scheme}://{host}:{port}/repo/", err=False)
@@ -59,14 +61,27 @@ async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
 
 @click.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8443; 0 picks a free one).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate chain.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (default 8443; 0 picks a free one)."
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate chain."
+)
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
-@click.option("--refresh-interval", type=click.FloatRange(min=1), help="Seconds between re-signing checks.")
+@click.option(
+    "--refresh-interval", type=click.FloatRange(min=1), help="Seconds between re-signing checks."
+)
 @click.option("--no-refresh", is_flag=True, help="Never re-sign (serve a read-only copy).")
 @pass_cli
-def serve(cli: CliContext, host: str | None, port: int | None, tls_cert: Path | None,
-          tls_key: Path | None, refresh_interval: float | None, no_refresh: bool) -> None:
+def serve(
+    cli: CliContext,
+    host: str | None,
+    port: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    refresh_interval: float | None,
+    no_refresh: bool,
+) -> None:
     """Serve the repository to vehicles (/repo/metadata/*, /repo/targets/*).
 
     Supports Range, If-Range, ETag and If-None-Match. Snapshot and timestamp are re-signed
@@ -79,12 +94,19 @@ def serve(cli: CliContext, host: str | None, port: int | None, tls_cert: Path | 
       ota serve --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
     """
     config = cli.config
-    overrides = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert,
-                                   "tls_key": tls_key, "refresh_interval": refresh_interval}.items()
-                 if v is not None}
-    config = replace(config, serve=replace(config.serve, **overrides))
+    base = config.serve
+    serve_config = ServeConfig(
+        host=host or base.host,
+        port=base.port if port is None else port,
+        tls_cert=tls_cert or base.tls_cert,
+        tls_key=tls_key or base.tls_key,
+        refresh_interval=refresh_interval or base.refresh_interval,
+    )
+    config = replace(config, serve=serve_config)
     if not root_versions(config.layout.metadata):
-        raise click.ClickException(f"no repository in {config.layout.repo}: run 'ota repo init' first")
+        raise click.ClickException(
+            f"no repository in {config.layout.repo}: run 'ota repo init' first"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     keys = None
     if not no_refresh:

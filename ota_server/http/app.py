@@ -68,9 +68,7 @@ async def healthz(request: web.Request) -> web.Response:
 def refresh_once(config: ServerConfig, keys: KeyStore) -> None:
     """Re-sign due online roles; a busy lock or missing keys are logged, never fatal."""
     try:
-        report = refresh_repository(
-            config.layout, keys, config.expiry, online_only=True, wait=0
-        )
+        report = refresh_repository(config.layout, keys, config.expiry, online_only=True, wait=0)
     except OtaError as e:
         log.warning("online re-signing skipped: %s", e)
         return

@@ -35,7 +35,7 @@ def _etags(value: str) -> list[tuple[bool, str]]:
     return [(bool(m.group(1)), m.group(2)) for m in _ETAG.finditer(value)]
 
 
-def parse_range(value: str, size: int) -> tuple[int, int] | None | str:
+def parse_range(value: str, size: int) -> tuple[int, int] | str | None:
     """One ``bytes=`` range → (start, length); None if the header is to be ignored;
     "unsatisfiable" for a valid range outside the file."""
     m = _RANGE.fullmatch(value.strip())
@@ -46,7 +46,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None | str:
         return None
     if not first:  # suffix range: the last N bytes
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:
             return "unsatisfiable"
         n = min(n, size)
         return size - n, n

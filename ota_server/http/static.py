@@ -84,7 +84,9 @@ async def send_file(request: web.Request, path: Path, etags: EtagCache) -> web.S
         response = web.StreamResponse(status=reply.status, headers=reply.headers)
         response.headers["Cache-Control"] = cache_control(path)
         if reply.status in (200, 206):
-            response.content_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
+            response.content_type = (
+                "application/json" if path.suffix == ".json" else "application/octet-stream"
+            )
             response.content_length = reply.length
         await response.prepare(request)
         if request.method == "HEAD" or reply.status not in (200, 206):

@@ -30,7 +30,9 @@ from ota_server.repository.store import writing
 _PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,63}")
 
 
-def init_keys(keys: KeyStore, *, root_keys: int = 1, root_threshold: int = 1, dev: bool) -> dict[str, RoleKeys]:
+def init_keys(
+    keys: KeyStore, *, root_keys: int = 1, root_threshold: int = 1, dev: bool
+) -> dict[str, RoleKeys]:
     """Generate the four top-level roles' keys: ``root_keys`` for root, one for each other role."""
     if keys.exists():
         raise KeyStoreError(f"{keys.directory} already holds keys (use 'ota keys rotate')")
@@ -83,7 +85,9 @@ def rotate_keys(
             top_level = role in TOP_LEVEL_ROLES
             delegator = repo.delegator(role) if top_level else repo.targets()
             if not top_level and role not in {r.name for r in repo.delegated_roles()}:
-                raise InputError(f"no role {role!r} (roles: {', '.join(TOP_LEVEL_ROLES)} or a supplier)")
+                raise InputError(
+                    f"no role {role!r} (roles: {', '.join(TOP_LEVEL_ROLES)} or a supplier)"
+                )
             old = delegator.get_delegated_role(role)
             count = count or len(old.keyids)
             threshold = threshold or min(old.threshold, count)

@@ -82,9 +82,7 @@ class KeyStore:
         try:
             data = json.loads(self.keyring_path.read_bytes())
         except FileNotFoundError:
-            raise KeyStoreError(
-                f"no keys in {self.directory}: run 'ota keys init' first"
-            ) from None
+            raise KeyStoreError(f"no keys in {self.directory}: run 'ota keys init' first") from None
         except (OSError, ValueError) as e:
             raise KeyStoreError(f"cannot read {self.keyring_path}: {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("roles"), dict):
@@ -121,7 +119,7 @@ class KeyStore:
         return folder / f"{keyid}.pem", folder / f"{keyid}.pub"
 
     def generate(self, role: str, *, encrypted: bool) -> SSlibKey:
-        """Create an ed25519 key for ``role`` and store it (encrypted unless ``encrypted=False``)."""
+        """Create an ed25519 key for ``role`` and store it, encrypted unless told otherwise."""
         private = Ed25519PrivateKey.generate()
         public = SSlibKey.from_crypto(private.public_key())
         if encrypted:

@@ -52,8 +52,11 @@ class Catalog:
 
     def max_counter(self, hardware_id: str) -> int:
         return max(
-            (e.custom.release_counter for e in self.entries.values()
-             if hardware_id in e.custom.hardware_ids),
+            (
+                e.custom.release_counter
+                for e in self.entries.values()
+                if hardware_id in e.custom.hardware_ids
+            ),
             default=0,
         )
 

@@ -83,7 +83,9 @@ class RoleStatus:
     keys_here: int
 
 
-def repository_status(layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime) -> list[RoleStatus]:
+def repository_status(
+    layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
+) -> list[RoleStatus]:
     repo = FileRepository.load(layout, keys, policy, now)
     out = []
     for role in [*TOP_LEVEL_ROLES, *(r.name for r in repo.delegated_roles())]:

@@ -112,6 +112,11 @@ def parse_manifest(text: str) -> ReleaseManifest:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"malformed TOML: {e}") from None
+    return manifest_from_data(data)
+
+
+def manifest_from_data(data: Mapping[str, Any]) -> ReleaseManifest:
+    """Validate a decoded manifest (a TOML document as a dict)."""
     if unknown := set(data) - {"bundle", "version", "images"}:
         raise InputError(f"unknown field {sorted(unknown)[0]!r}")
     for key in ("bundle", "version"):

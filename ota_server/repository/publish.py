@@ -93,7 +93,11 @@ def consistent_target_file(layout: Layout, path: str, sha256: str) -> Path:
 
 
 def add_target_file(
-    txn: Transaction, layout: Layout, path: str, source: Path, expected: int,
+    txn: Transaction,
+    layout: Layout,
+    path: str,
+    source: Path,
+    expected: int,
     progress: Progress | None,
 ) -> TargetFile:
     staged = txn.new_staging_file(PurePosixPath(path).name)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from securesystemslib.signer import Signer
 from tuf.api.exceptions import UnsignedMetadataError
@@ -42,12 +43,13 @@ from ota_server.errors import KeyStoreError, RepositoryStateError
 from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
 from ota_server.repository.transaction import Transaction, recover
 
+AnyMetadata = Metadata[Any]
 SPEC_VERSION = "1.0.31"
 _ROOT_FILE = re.compile(r"([1-9][0-9]{0,9})\.root\.json")
 _SERIALIZER = JSONSerializer(compact=True)
 
 
-def metadata_bytes(md: Metadata) -> bytes:
+def metadata_bytes(md: AnyMetadata) -> bytes:
     return md.to_bytes(_SERIALIZER)
 
 
@@ -55,7 +57,7 @@ def _meta_file(version: int, data: bytes) -> MetaFile:
     return MetaFile.from_data(version, data, ["sha256"])
 
 
-def _read_metadata(path: Path) -> Metadata:
+def _read_metadata(path: Path) -> AnyMetadata:
     try:
         return Metadata.from_bytes(path.read_bytes())
     except FileNotFoundError:
@@ -75,14 +77,12 @@ def root_versions(metadata_dir: Path) -> list[int]:
 class FileRepository(Repository):
     """Edits on the committed repository state; nothing touches disk until ``save``."""
 
-    def __init__(
-        self, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
-    ) -> None:
+    def __init__(self, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime) -> None:
         self.layout = layout
         self.keys = keys
         self.policy = policy
         self.now = now.replace(microsecond=0)
-        self._md: dict[str, Metadata] = {}
+        self._md: dict[str, AnyMetadata] = {}
         self._bytes: dict[str, bytes] = {}
         self._changed: list[str] = []
         self._previous_root: Root | None = None
@@ -106,9 +106,7 @@ class FileRepository(Repository):
         repo = cls(layout, keys, policy, now)
         versions = root_versions(layout.metadata)
         if not versions:
-            raise RepositoryStateError(
-                f"no repository in {layout.repo}: run 'ota repo init' first"
-            )
+            raise RepositoryStateError(f"no repository in {layout.repo}: run 'ota repo init' first")
         md_dir = layout.metadata
         repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json"))
         timestamp = _read_metadata(md_dir / "timestamp.json")
@@ -123,13 +121,13 @@ class FileRepository(Repository):
             repo._put(role, _read_metadata(md_dir / f"{meta.version}.{role}.json"))
         return repo
 
-    def _put(self, role: str, md: Metadata) -> None:
+    def _put(self, role: str, md: AnyMetadata) -> None:
         self._md[role] = md
         self._bytes[role] = metadata_bytes(md)
 
     # -- python-tuf Repository interface -------------------------------------------------------
 
-    def open(self, role: str) -> Metadata:
+    def open(self, role: str) -> AnyMetadata:
         if role in self._md:
             return copy.deepcopy(self._md[role])
         new_delegated = "targets" in self._md and role in {r.name for r in self.delegated_roles()}
@@ -148,7 +146,7 @@ class FileRepository(Repository):
         signed.spec_version = SPEC_VERSION
         return Metadata(signed)
 
-    def close(self, role: str, md: Metadata) -> None:
+    def close(self, role: str, md: AnyMetadata) -> None:
         if role in self._md:  # a new role keeps the version 1 that open() gave it
             md.signed.version += 1
         md.signed.expires = self.now + self.policy.lifetime(role)
@@ -159,7 +157,7 @@ class FileRepository(Repository):
                 assert isinstance(root, Root)
                 self._previous_root = root
             assert isinstance(md.signed, Root)
-            delegators = [md.signed]
+            delegators: list[Root | Targets] = [md.signed]
             if self._previous_root is not None:
                 delegators.append(self._previous_root)
         else:
@@ -197,7 +195,7 @@ class FileRepository(Repository):
     def _signer(self, role: str, keyid: str) -> Signer | None:
         return self.keys.signer(role, keyid)
 
-    def _check_threshold(self, delegator: Root | Targets, role: str, md: Metadata) -> None:
+    def _check_threshold(self, delegator: Root | Targets, role: str, md: AnyMetadata) -> None:
         try:
             delegator.verify_delegate(role, md.signed_bytes, md.signatures)
         except UnsignedMetadataError:
@@ -226,7 +224,7 @@ class FileRepository(Repository):
             )
 
     def role_for_path(self, path: str) -> str:
-        """The targets role that signs ``path``: the first delegation that matches, else top-level."""
+        """The targets role that signs ``path``: the first matching delegation, else top-level."""
         delegations = self.targets().delegations
         if delegations is not None:
             for name, _terminating in delegations.get_roles_for_target(path):
@@ -247,7 +245,7 @@ class FileRepository(Repository):
         return out
 
     def root_version(self) -> int:
-        return self._md["root"].signed.version
+        return self.root().version
 
     def changed_roles(self) -> list[str]:
         """Roles closed (re-signed) since loading and not yet saved."""
@@ -260,7 +258,9 @@ class FileRepository(Repository):
         md_dir = self.layout.metadata
         order = sorted(
             self._changed,
-            key=lambda r: {"snapshot": 2, "timestamp": 3, "root": 4}.get(r, 1 if r == "targets" else 0),
+            key=lambda r: {"snapshot": 2, "timestamp": 3, "root": 4}.get(
+                r, 1 if r == "targets" else 0
+            ),
         )
         for role in order:
             md = self._md[role]

@@ -26,6 +26,8 @@ from ota_client.atomic import fsync_dir, write_atomic
 from ota_server.errors import RepositoryStateError
 
 JOURNAL = "journal.json"
+COMPLETED = "completed an interrupted change"
+ROLLED_BACK = "rolled back an interrupted change"
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,10 @@ class Transaction:
             for op in ops:
                 self._run_op(op)
         except BaseException:
-            recover(self.work_dir)  # undoes it, unless the commit file already landed
-            raise
+            # Undo, unless the commit file already landed (e.g. only its directory fsync
+            # failed): then clients may have seen it, and the change stands.
+            if recover(self.work_dir) != COMPLETED:
+                raise
         self._cleanup()
 
     def _run_op(self, op: _Op) -> None:
@@ -118,9 +122,11 @@ class Transaction:
             write_atomic(op.final, op.data)
 
     def abort(self) -> None:
-        """Drop everything staged; the repository was never touched."""
+        """Drop what was staged. A journal left by a commit that could not be undone stays,
+        for ``recover`` under the next lock."""
         self._ops.clear()
-        self._cleanup()
+        if not (self.work_dir / JOURNAL).exists():
+            self._cleanup()
 
     def _cleanup(self) -> None:
         (self.work_dir / JOURNAL).unlink(missing_ok=True)
@@ -160,6 +166,6 @@ def recover(work_dir: Path) -> str | None:
         journal_path.unlink()
         shutil.rmtree(work_dir / "backup", ignore_errors=True)
         shutil.rmtree(work_dir / "txn", ignore_errors=True)
-        return "completed an interrupted change"
+        return COMPLETED
     rollback(work_dir)
-    return "rolled back an interrupted change"
+    return ROLLED_BACK

@@ -1,0 +1,43 @@
+# make test   — venv, install with test extras, run the whole suite
+# make demo   — keys, repository, example releases, server, a verifying client
+# make lint   — ruff and mypy
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The independent JavaScript TUF client (tuf-js) used as an acceptance check.
+TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
+TUFJS_DIR ?= $(CURDIR)/.tufjs
+
+.PHONY: test lint demo tufjs clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+tufjs: $(TUFJS_DIR)/node_modules/tuf-js/package.json
+
+$(TUFJS_DIR)/node_modules/tuf-js/package.json:
+	@if [ -z "$(TUFJS_SRC)" ]; then echo "tuf-js check not found (set TUFJS_SRC)"; exit 1; fi
+	rm -rf $(TUFJS_DIR) && mkdir -p $(TUFJS_DIR)
+	cp -r $(TUFJS_SRC)/. $(TUFJS_DIR)/
+	cd $(TUFJS_DIR) && npm ci --silent --no-audit --no-fund
+
+test: $(STAMP)
+	@if [ -n "$(TUFJS_SRC)" ] && command -v npm >/dev/null; then $(MAKE) -s tufjs; fi
+	OTA_TUFJS_DIR=$(if $(wildcard $(TUFJS_DIR)/node_modules),$(TUFJS_DIR),) \
+		$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ota_server ota_client tests manifests
+	$(BIN)/ruff format --check ota_server ota_client tests manifests
+	$(BIN)/mypy ota_client ota_server
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH bash demo/run.sh
+
+clean:
+	rm -rf $(VENV) $(TUFJS_DIR) demo-home .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from ota_client.cli import main
+
+main()

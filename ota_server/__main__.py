@@ -1,0 +1,3 @@
+from ota_server.cli.main import main
+
+main()

@@ -1,0 +1,189 @@
+"""Publishing releases through the CLI: the good path and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from tuf.api.metadata import Metadata
+
+from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, tree, write_manifest
+
+IMAGE = b"\x7fELF" + bytes(range(256)) * 64
+
+
+def manifest_text(
+    version: str = "9.0.0",
+    *,
+    bundle: str = "body-control",
+    ecu: str = "bcm",
+    hwid: str = "bcm-s32k",
+    file: str = "img.bin",
+    extra: str = "",
+) -> str:
+    return (
+        f'bundle = "{bundle}"\nversion = "{version}"\n{extra}\n'
+        f'[[images]]\necu = "{ecu}"\nfile = "{file}"\nhardware_ids = ["{hwid}"]\n'
+    )
+
+
+def test_publish_writes_a_standard_consistent_snapshot_repository(published_home: Path) -> None:
+    md = published_home / "repo" / "metadata"
+    names = sorted(p.name for p in md.iterdir())
+    assert "1.root.json" in names and "timestamp.json" in names
+    assert "5.snapshot.json" in names and "5.targets.json" in names  # init + 4 releases
+    targets = Metadata.from_file(str(md / "5.targets.json")).signed
+    assert len(targets.targets) == 6
+    for path, info in targets.targets.items():
+        stored = (
+            published_home
+            / "repo"
+            / "targets"
+            / Path(path).parent
+            / f"{info.hashes['sha256']}.{Path(path).name}"
+        )
+        assert stored.stat().st_size == info.length
+        assert info.custom["kind"] == "full"
+    hu = targets.targets["hu-imx8/head-unit-2.1.0.img"].custom
+    assert hu == {
+        "hardware_ids": ["hu-imx8", "hu-imx8-plus"],
+        "release_counter": 2,
+        "version": "2.1.0",
+        "bundle": "infotainment",
+        "ecu": "head-unit",
+        "kind": "full",
+    }
+    assert not (published_home / "state" / "journal.json").exists()
+    assert not list((published_home / "state").glob("txn/*"))
+
+
+def test_release_list_json(published_home: Path) -> None:
+    releases = json.loads(ok(ota(published_home, "release", "list", "--json")).stdout)
+    assert [(r["bundle"], r["version"]) for r in releases] == [
+        ("body-control", "1.0.0"),
+        ("body-control", "1.1.0"),
+        ("infotainment", "2.0.0"),
+        ("infotainment", "2.1.0"),
+    ]
+    assert [i["custom"]["ecu"] for i in releases[3]["images"]] == ["head-unit", "telematics"]
+    only = json.loads(
+        ok(ota(published_home, "release", "list", "--bundle", "body-control", "--json")).stdout
+    )
+    assert len(only) == 2
+
+
+def test_publish_json_output(empty_home: Path) -> None:
+    out = ok(ota(empty_home, "release", "publish", "--json", EXAMPLES / "body-control-1.0.0.toml"))
+    data = json.loads(out.stdout)
+    assert data["targets"][0]["path"] == "bcm-s32k/bcm-1.0.0.bin"
+    assert data["targets"][0]["custom"]["release_counter"] == 1
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name → (manifest, expected message fragment); each against the published examples."""
+    d = tmp / "bad"
+    img = {"img.bin": IMAGE}
+    cases = {
+        "missing image": (write_manifest(d / "a", manifest_text(), {}), "cannot read"),
+        "image is a directory": (
+            write_manifest(d / "b", manifest_text(file="sub"), {}),
+            "not a regular file",
+        ),
+        "empty image": (write_manifest(d / "c", manifest_text(), {"img.bin": b""}), "is empty"),
+        "malformed toml": (write_manifest(d / "d", "bundle = [", img), "malformed TOML"),
+        "unknown field": (
+            write_manifest(d / "e", manifest_text(extra="colour = 1"), img),
+            "unknown field",
+        ),
+        "empty bundle": (write_manifest(d / "f", 'bundle = "b"\nversion = "1"\n', img), "empty"),
+        "version backwards": (write_manifest(d / "g", manifest_text("1.0.5"), img), "not newer"),
+        "version repeated": (write_manifest(d / "h", manifest_text("1.1.0"), img), "not newer"),
+        "counter backwards": (
+            write_manifest(
+                d / "i",
+                manifest_text().replace("hardware_ids", "release_counter = 1\nhardware_ids"),
+                img,
+            ),
+            "goes backwards",
+        ),
+        "duplicate target": (
+            write_manifest(d / "j", manifest_text("1.1.0", bundle="other"), img),
+            "already exists",
+        ),
+        "traversal in ecu": (
+            write_manifest(d / "k", manifest_text(ecu="../../etc"), img),
+            "invalid ECU role",
+        ),
+        "absolute hardware id": (
+            write_manifest(d / "l", manifest_text(hwid="/etc"), img),
+            "invalid hardware id",
+        ),
+        "unicode look-alike": (
+            write_manifest(d / "m", manifest_text(hwid="bсm-s32k"), img),
+            "invalid hardware id",
+        ),
+        "not utf-8": (write_manifest(d / "n", "", img), "not UTF-8"),
+    }
+    (d / "b" / "sub").mkdir()
+    (d / "n" / "release.toml").write_bytes(b'bundle = "\xff"\n')
+    cases["missing manifest"] = (d / "nowhere.toml", "cannot read manifest")
+    return cases
+
+
+def test_bad_input_fails_cleanly_and_changes_nothing(published_home: Path, tmp_path: Path) -> None:
+    before = tree(published_home / "repo")
+    for name, (manifest, message) in _bad_cases(tmp_path).items():
+        line = one_line_error(ota(published_home, "release", "publish", "-q", manifest))
+        assert message in line, (name, line)
+        assert tree(published_home / "repo") == before, name
+    assert not (published_home / "state" / "journal.json").exists()
+
+
+def test_missing_signing_key_fails_before_any_copy(published_home: Path, tmp_path: Path) -> None:
+    for pem in (published_home / "keys" / "targets").glob("*.pem"):
+        pem.rename(tmp_path / pem.name)  # the targets key went offline
+    before = tree(published_home / "repo")
+    manifest = write_manifest(tmp_path / "m", manifest_text(), {"img.bin": IMAGE})
+    line = one_line_error(ota(published_home, "release", "publish", "-q", manifest))
+    assert "cannot sign targets" in line
+    assert tree(published_home / "repo") == before
+    assert not list((published_home / "state").glob("txn/*"))
+
+
+def test_uninitialised_home(tmp_path: Path) -> None:
+    line = one_line_error(
+        ota(tmp_path / "nothing", "release", "publish", EXAMPLES / "body-control-1.0.0.toml")
+    )
+    assert "ota keys init" in line or "ota repo init" in line
+    assert "ota repo init" in one_line_error(ota(tmp_path / "nothing", "release", "list"))
+
+
+def test_init_twice_is_refused(empty_home: Path) -> None:
+    before = tree(empty_home)
+    assert "already holds keys" in one_line_error(ota(empty_home, "keys", "init", "--dev"))
+    assert "already holds a repository" in one_line_error(ota(empty_home, "repo", "init"))
+    assert tree(empty_home) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_image(published_home: Path, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m", manifest_text(), {"img.bin": IMAGE})
+    (tmp_path / "m" / "img.bin").chmod(0)
+    assert "cannot read" in one_line_error(ota(published_home, "release", "publish", manifest))
+
+
+def test_many_images_and_relative_paths(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    images = "".join(
+        f'[[images]]\necu = "ecu{i}"\nfile = "imgs/{i}.bin"\nhardware_ids = ["hw{i % 7}"]\n'
+        for i in range(40)
+    )
+    manifest = write_manifest(tmp_path / "big", f'bundle = "fleet"\nversion = "1"\n{images}', {})
+    (tmp_path / "big" / "imgs").mkdir()
+    for i in range(40):
+        (tmp_path / "big" / "imgs" / f"{i}.bin").write_bytes(IMAGE + bytes([i]))
+    ok(ota(home, "release", "publish", "-q", manifest))
+    releases = json.loads(ok(ota(home, "release", "list", "--json")).stdout)
+    assert len(releases[0]["images"]) == 40
