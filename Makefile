@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean
+.PHONY: test lint demo tufjs clean bench-publish
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,8 @@ test: $(STAMP)
 		$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ota_server ota_client tests manifests
-	$(BIN)/ruff format --check ota_server ota_client tests manifests
+	$(BIN)/ruff check ota_server ota_client tests manifests bench
+	$(BIN)/ruff format --check ota_server ota_client tests manifests bench
 	$(BIN)/mypy ota_client ota_server
 
 demo: $(STAMP)
@@ -41,3 +41,6 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(TUFJS_DIR) demo-home .pytest_cache .mypy_cache .ruff_cache
+
+bench-publish: $(STAMP)
+	$(BIN)/python -m bench.publish

@@ -36,6 +36,7 @@ class Release:
 class Catalog:
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
     foreign: list[str] = field(default_factory=list)  # targets without our custom fields
+    _counters: dict[str, int] | None = field(default=None, repr=False)
 
     @classmethod
     def from_targets(cls, roles: Mapping[str, Targets]) -> Catalog:
@@ -51,14 +52,14 @@ class Catalog:
         return catalog
 
     def max_counter(self, hardware_id: str) -> int:
-        return max(
-            (
-                e.custom.release_counter
-                for e in self.entries.values()
-                if hardware_id in e.custom.hardware_ids
-            ),
-            default=0,
-        )
+        if self._counters is None:
+            self._counters = {}
+            for e in self.entries.values():
+                for hwid in e.custom.hardware_ids:
+                    self._counters[hwid] = max(
+                        self._counters.get(hwid, 0), e.custom.release_counter
+                    )
+        return self._counters.get(hardware_id, 0)
 
     def versions(self, bundle: str) -> list[str]:
         return sorted(

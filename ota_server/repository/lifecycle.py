@@ -56,7 +56,7 @@ def refresh_repository(
     with writing(layout, keys, policy, now=now, wait=wait) as (repo, _txn):
 
         def due(role: str) -> bool:
-            return force or policy.is_due(role, repo.open(role).signed.expires, repo.now)
+            return force or policy.is_due(role, repo.signed(role).expires, repo.now)
 
         if not online_only:
             offline = [r.name for r in repo.delegated_roles()] + ["targets", "root"]
@@ -69,7 +69,7 @@ def refresh_repository(
         repo.do_snapshot(force=due("snapshot"))
         repo.do_timestamp(force=due("timestamp"))
         for role in repo.changed_roles():
-            report.resigned[role] = repo.open(role).signed.version
+            report.resigned[role] = repo.signed(role).version
     return report
 
 
@@ -89,13 +89,13 @@ def repository_status(
     repo = FileRepository.load(layout, keys, policy, now)
     out = []
     for role in [*TOP_LEVEL_ROLES, *(r.name for r in repo.delegated_roles())]:
-        md = repo.open(role)
+        signed = repo.signed(role)
         wanted = repo.delegator(role).get_delegated_role(role)
         out.append(
             RoleStatus(
                 role=role,
-                version=md.signed.version,
-                expires=md.signed.expires,
+                version=signed.version,
+                expires=signed.expires,
                 threshold=wanted.threshold,
                 keys=len(wanted.keyids),
                 keys_here=sum(keys.has_private(role, k) for k in wanted.keyids),

@@ -30,6 +30,7 @@ from tuf.api.metadata import (
     Metadata,
     MetaFile,
     Root,
+    Signed,
     Snapshot,
     Targets,
     Timestamp,
@@ -126,6 +127,24 @@ class FileRepository(Repository):
         self._bytes[role] = metadata_bytes(md)
 
     # -- python-tuf Repository interface -------------------------------------------------------
+
+    # Read-only accessors: the base class deep-copies on every call (open), which made
+    # publishing quadratic in the number of targets. Callers must not modify what these return.
+
+    def signed(self, role: str) -> Signed:
+        if role not in self._md:
+            raise RepositoryStateError(f"the repository has no role {role!r}")
+        return self._md[role].signed
+
+    def root(self) -> Root:
+        root = self.signed("root")
+        assert isinstance(root, Root)
+        return root
+
+    def targets(self, rolename: str = "targets") -> Targets:
+        targets = self.signed(rolename)
+        assert isinstance(targets, Targets)
+        return targets
 
     def open(self, role: str) -> AnyMetadata:
         if role in self._md:
