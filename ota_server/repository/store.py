@@ -134,7 +134,8 @@ class FileRepository(Repository):
     def signed(self, role: str) -> Signed:
         if role not in self._md:
             raise RepositoryStateError(f"the repository has no role {role!r}")
-        return self._md[role].signed
+        signed: Signed = self._md[role].signed
+        return signed
 
     def root(self) -> Root:
         root = self.signed("root")
