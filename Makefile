@@ -28,7 +28,7 @@ $(TUFJS_DIR)/node_modules/tuf-js/package.json:
 
 test: $(STAMP)
 	@if [ -n "$(TUFJS_SRC)" ] && command -v npm >/dev/null; then $(MAKE) -s tufjs; fi
-	OTA_TUFJS_DIR=$(if $(wildcard $(TUFJS_DIR)/node_modules),$(TUFJS_DIR),) \
+	OTA_TUFJS_DIR=$$([ -d $(TUFJS_DIR)/node_modules ] && echo $(TUFJS_DIR)) \
 		$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
