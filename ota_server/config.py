@@ -76,6 +76,17 @@ class ExpiryPolicy:
 
 
 @dataclass(frozen=True)
+class DeltaPolicy:
+    """Which deltas publishing makes, and how."""
+
+    sources: int = 3  # deltas from the last N images of each hardware id (0: none)
+    max_ratio: float = 0.9  # publish a delta only if at most this share of its image
+    chunk_size: int = 2 << 20
+    effort: str = "best"  # "best" (xz) or "fast" (zstd)
+    jobs: int | None = None  # worker processes (default: all cores)
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8443
@@ -88,6 +99,7 @@ class ServeConfig:
 class ServerConfig:
     layout: Layout
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    deltas: DeltaPolicy = field(default_factory=DeltaPolicy)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
@@ -112,7 +124,7 @@ def parse_config(home: Path, text: str) -> ServerConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config.toml: {e}") from e
-    if unknown := set(data) - {"repository", "serve"}:
+    if unknown := set(data) - {"repository", "deltas", "serve"}:
         raise ConfigError(f"config.toml: unknown section [{sorted(unknown)[0]}]")
 
     repo = _table(data, "repository", {"expiry_days", "refresh_fraction"})
@@ -128,6 +140,9 @@ def parse_config(home: Path, text: str) -> ServerConfig:
     if fraction >= 1:
         raise ConfigError("config.toml: repository.refresh_fraction must be below 1")
 
+    deltas = _parse_deltas(
+        _table(data, "deltas", {"sources", "max_ratio", "chunk_size", "effort", "jobs"})
+    )
     serve = _table(data, "serve", {"host", "port", "tls_cert", "tls_key", "refresh_interval"})
     port = serve.get("port", 8443)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -144,6 +159,7 @@ def parse_config(home: Path, text: str) -> ServerConfig:
     return ServerConfig(
         layout=Layout(home),
         expiry=ExpiryPolicy(days=days, refresh_fraction=fraction),
+        deltas=deltas,
         serve=ServeConfig(
             host=host,
             port=port,
@@ -151,6 +167,32 @@ def parse_config(home: Path, text: str) -> ServerConfig:
             tls_key=paths["tls_key"],
             refresh_interval=_number(serve.get("refresh_interval", 600), "serve.refresh_interval"),
         ),
+    )
+
+
+def _integer(value: object, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"config.toml: {where} must be an integer {low}-{high}")
+    return value
+
+
+def _parse_deltas(table: Mapping[str, Any]) -> DeltaPolicy:
+    base = DeltaPolicy()
+    ratio = _number(table.get("max_ratio", base.max_ratio), "deltas.max_ratio")
+    if ratio > 1:
+        raise ConfigError("config.toml: deltas.max_ratio must be at most 1")
+    effort = table.get("effort", base.effort)
+    if effort not in ("best", "fast"):
+        raise ConfigError('config.toml: deltas.effort must be "best" or "fast"')
+    jobs = table.get("jobs")
+    return DeltaPolicy(
+        sources=_integer(table.get("sources", base.sources), "deltas.sources", 0, 64),
+        max_ratio=ratio,
+        chunk_size=_integer(
+            table.get("chunk_size", base.chunk_size), "deltas.chunk_size", 4096, 4 << 20
+        ),
+        effort=effort,
+        jobs=None if jobs is None else _integer(jobs, "deltas.jobs", 1, 256),
     )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from tuf.api.metadata import Metadata
+from tuf.api.metadata import Metadata, TargetFile
 
 from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, tree, write_manifest
 
@@ -35,17 +36,11 @@ def test_publish_writes_a_standard_consistent_snapshot_repository(published_home
     assert "1.root.json" in names and "timestamp.json" in names
     assert "5.snapshot.json" in names and "5.targets.json" in names  # init + 4 releases
     targets = Metadata.from_file(str(md / "5.targets.json")).signed
-    assert len(targets.targets) == 6
+    assert len(targets.targets) == 9
+    kinds = Counter(info.custom["kind"] for info in targets.targets.values())
+    assert kinds == {"full": 6, "delta": 3}
     for path, info in targets.targets.items():
-        stored = (
-            published_home
-            / "repo"
-            / "targets"
-            / Path(path).parent
-            / f"{info.hashes['sha256']}.{Path(path).name}"
-        )
-        assert stored.stat().st_size == info.length
-        assert info.custom["kind"] == "full"
+        assert stored(published_home, path, info).stat().st_size == info.length
     hu = targets.targets["hu-imx8/head-unit-2.1.0.img"].custom
     assert hu == {
         "hardware_ids": ["hu-imx8", "hu-imx8-plus"],
@@ -57,6 +52,75 @@ def test_publish_writes_a_standard_consistent_snapshot_repository(published_home
     }
     assert not (published_home / "state" / "journal.json").exists()
     assert not list((published_home / "state").glob("txn/*"))
+
+
+def stored(home: Path, path: str, info: TargetFile) -> Path:
+    where = Path(path)
+    return home / "repo" / "targets" / where.parent / f"{info.hashes['sha256']}.{where.name}"
+
+
+def test_published_deltas_rebuild_their_images(published_home: Path, tmp_path: Path) -> None:
+    md = published_home / "repo" / "metadata"
+    targets = Metadata.from_file(str(md / "5.targets.json")).signed.targets
+    deltas = {p: t for p, t in targets.items() if t.custom["kind"] == "delta"}
+    assert set(deltas) == {
+        "bcm-s32k/bcm-1.1.0.bin.from-bcm-1.0.0.bin.delta",
+        "hu-imx8/head-unit-2.1.0.img.from-head-unit-2.0.0.img.delta",
+        "tcu-9150/telematics-2.1.0.bin.from-telematics-2.0.0.bin.delta",
+    }
+    for path, info in deltas.items():
+        custom = info.custom
+        image = targets[custom["image"]]
+        (source_path,) = [
+            p
+            for p, t in targets.items()
+            if t.custom["kind"] == "full" and t.hashes == custom["source"]["hashes"]
+        ]
+        source = targets[source_path]
+        assert custom["source"]["length"] == source.length
+        for field in ("hardware_ids", "release_counter", "version", "bundle", "ecu"):
+            assert custom[field] == image.custom[field], field
+        assert info.length < 0.9 * image.length
+        out = tmp_path / "rebuilt"
+        ok(
+            ota(
+                published_home,
+                "payload",
+                "apply",
+                stored(published_home, path, info),
+                out,
+                "--source",
+                stored(published_home, source_path, source),
+            )
+        )
+        assert out.read_bytes() == stored(published_home, custom["image"], image).read_bytes()
+
+
+def test_deltas_can_be_turned_off_and_are_skipped_when_too_big(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    ok(ota(home, "keys", "init", "--dev"))
+    ok(ota(home, "repo", "init"))
+    (home / "config.toml").write_text("[deltas]\nsources = 0\n")
+    ok(ota(home, "release", "publish", "-q", EXAMPLES / "body-control-1.0.0.toml"))
+    ok(ota(home, "release", "publish", "-q", EXAMPLES / "body-control-1.1.0.toml"))
+    (home / "config.toml").write_text("[deltas]\nsources = 2\nmax_ratio = 0.01\n")
+    d = tmp_path / "m"
+    manifest = write_manifest(
+        d,
+        manifest_text("2.0.0", file="img.bin"),
+        {"img.bin": (EXAMPLES / "images/bcm-1.1.0.bin").read_bytes()[::-1]},
+    )
+    out = json.loads(ok(ota(home, "release", "publish", "--json", manifest)).stdout)
+    assert out["deltas"] == []
+    assert {s["path"] for s in out["skipped_deltas"]} == {
+        "bcm-s32k/bcm-2.0.0.bin.from-bcm-1.1.0.bin.delta",
+        "bcm-s32k/bcm-2.0.0.bin.from-bcm-1.0.0.bin.delta",
+    }
+    assert all(
+        e["custom"]["kind"] == "full"
+        for r in json.loads(ok(ota(home, "release", "list", "--json")).stdout)
+        for e in r["images"]
+    )
 
 
 def test_release_list_json(published_home: Path) -> None:

@@ -17,6 +17,7 @@ import click
 from ota_client import __version__
 from ota_server.cli.context import CliContext
 from ota_server.cli.keys import keys
+from ota_server.cli.payload import payload
 from ota_server.cli.release import release
 from ota_server.cli.repo import repo
 from ota_server.cli.serve import serve
@@ -73,3 +74,4 @@ main.add_command(keys)
 main.add_command(repo)
 main.add_command(release)
 main.add_command(serve)
+main.add_command(payload)

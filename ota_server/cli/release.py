@@ -10,8 +10,12 @@ import click
 from ota_server.cli.context import CliContext, pass_cli
 from ota_server.cli.render import echo_json, echo_table, progress
 from ota_server.repository.catalog import Catalog
-from ota_server.repository.plan import ReleasePlan
-from ota_server.repository.publish import publish_release, read_manifest
+from ota_server.repository.publish import (
+    PublishResult,
+    publish_release,
+    publish_work,
+    read_manifest,
+)
 from ota_server.repository.store import FileRepository
 
 
@@ -38,21 +42,36 @@ def release_publish(cli: CliContext, manifest: Path, as_json: bool, quiet: bool)
     total = sum(f.stat().st_size for f in files if f.is_file())
     label = f"publishing {parsed.bundle} {parsed.version}"
     with progress(total, label, enabled=not (quiet or as_json)) as advance:
-        plan = publish_release(
-            cli.config.layout, cli.keys, cli.config.expiry, manifest, progress=advance
+        result = publish_release(
+            cli.config.layout,
+            cli.keys,
+            cli.config.expiry,
+            manifest,
+            deltas=cli.config.deltas,
+            progress=advance,
+            on_plan=lambda plan: advance.set_total(publish_work(plan)),
         )
     if as_json:
-        echo_json(_plan_json(plan))
+        echo_json(_result_json(result))
         return
+    plan = result.plan
     for image in plan.images:
         click.echo(
             f"  {image.path}  ({image.length} bytes, ecu {image.spec.ecu}, "
             f"release counter {image.custom.release_counter}, signed by {image.role})"
         )
+    for delta, size in result.deltas:
+        click.echo(f"  {delta.path}  ({size} bytes, {size / delta.image.length:.1%} of the image)")
+    for delta, size in result.skipped:
+        click.echo(
+            f"  skipped {delta.path}: {size / delta.image.length:.0%} of the image "
+            "is not small enough"
+        )
     click.echo(f"published {plan.bundle} {plan.version}")
 
 
-def _plan_json(plan: ReleasePlan) -> dict[str, object]:
+def _result_json(result: PublishResult) -> dict[str, object]:
+    plan = result.plan
     return {
         "bundle": plan.bundle,
         "version": plan.version,
@@ -60,6 +79,11 @@ def _plan_json(plan: ReleasePlan) -> dict[str, object]:
             {"path": i.path, "length": i.length, "role": i.role, "custom": i.custom.to_dict()}
             for i in plan.images
         ],
+        "deltas": [
+            {"path": d.path, "length": size, "role": d.image.role, "custom": d.custom.to_dict()}
+            for d, size in result.deltas
+        ],
+        "skipped_deltas": [{"path": d.path, "length": size} for d, size in result.skipped],
     }
 
 

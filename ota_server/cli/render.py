@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,13 +26,28 @@ def warn(message: str) -> None:
     click.secho(message, fg="yellow", bold=True, err=True)
 
 
+class Progress:
+    """Advances a click progress bar (or nothing); the total may be learned late."""
+
+    def __init__(self, bar: Any = None) -> None:
+        self._bar = bar
+
+    def __call__(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.length = max(total, 1)
+
+
 @contextmanager
-def progress(total: int, label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A byte-count progress bar on stderr; yields the function that advances it."""
+def progress(total: int, label: str, *, enabled: bool = True) -> Iterator[Progress]:
+    """A byte-count progress bar on stderr."""
     if not enabled:
-        yield lambda _n: None
+        yield Progress()
         return
     with click.progressbar(
-        length=total, label=label, file=sys.stderr, show_percent=True, show_pos=False
+        length=max(total, 1), label=label, file=sys.stderr, show_percent=True, show_pos=False
     ) as bar:
-        yield bar.update
+        yield Progress(bar)

@@ -61,6 +61,26 @@ class Catalog:
                     )
         return self._counters.get(hardware_id, 0)
 
+    def delta_sources(self, hardware_ids: tuple[str, ...], count: int) -> list[CatalogEntry]:
+        """The ``count`` newest distinct full images for any of these hardware ids."""
+        wanted = set(hardware_ids)
+        candidates = sorted(
+            (
+                e
+                for e in self.entries.values()
+                if e.custom.kind == "full" and wanted & set(e.custom.hardware_ids)
+            ),
+            key=lambda e: (-e.custom.release_counter, e.path),
+        )
+        out: list[CatalogEntry] = []
+        seen: set[str] = set()
+        for entry in candidates:
+            digest = entry.hashes.get("sha256", "")
+            if digest not in seen and len(out) < count:
+                seen.add(digest)
+                out.append(entry)
+        return out
+
     def versions(self, bundle: str) -> list[str]:
         return sorted(
             {e.custom.version for e in self.entries.values() if e.custom.bundle == bundle},

@@ -9,11 +9,12 @@ never changes after that.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
-from ota_client.metadata import MetadataFormatError, TargetCustom, check_target_path
+from ota_client.metadata import MetadataFormatError, SourceInfo, TargetCustom, check_target_path
 from ota_server.errors import InputError
-from ota_server.repository.catalog import Catalog
+from ota_server.repository.catalog import Catalog, CatalogEntry
 from ota_server.repository.manifest import ImageSpec, ReleaseManifest, parse_version
 
 
@@ -27,10 +28,27 @@ class PlannedImage:
 
 
 @dataclass(frozen=True)
+class PlannedDelta:
+    image: PlannedImage
+    source: CatalogEntry  # the published image it applies to
+    path: str
+
+    @property
+    def custom(self) -> TargetCustom:
+        return replace(
+            self.image.custom,
+            kind="delta",
+            image=self.image.path,
+            source=SourceInfo(self.source.length, dict(self.source.hashes)),
+        )
+
+
+@dataclass(frozen=True)
 class ReleasePlan:
     bundle: str
     version: str
     images: tuple[PlannedImage, ...]
+    deltas: tuple[PlannedDelta, ...] = ()
 
     @property
     def roles(self) -> list[str]:
@@ -46,11 +64,25 @@ def target_path(spec: ImageSpec, version: str) -> str:
         raise InputError(f"image {spec.ecu}: {e}") from None
 
 
+def delta_path(image_path: str, source_path: str) -> str:
+    """``<image path>.from-<source file name>.delta``, next to the image it builds."""
+    path = f"{image_path}.from-{PurePosixPath(source_path).name}.delta"
+    try:
+        return check_target_path(path)
+    except MetadataFormatError:
+        raise InputError(
+            f"the delta name for {image_path} from {source_path} is too long: "
+            "shorten the image name"
+        ) from None
+
+
 def plan_release(
     manifest: ReleaseManifest,
     lengths: Sequence[int],
     catalog: Catalog,
     route: Callable[[str], str],
+    *,
+    delta_sources: int = 0,
 ) -> ReleasePlan:
     """Validate ``manifest`` against what is published and lay out its targets.
 
@@ -86,4 +118,9 @@ def plan_release(
             ecu=spec.ecu,
         )
         planned.append(PlannedImage(spec, path, route(path), length, custom))
-    return ReleasePlan(manifest.bundle, manifest.version, tuple(planned))
+    deltas = [
+        PlannedDelta(image, source, delta_path(image.path, source.path))
+        for image in planned
+        for source in catalog.delta_sources(image.custom.hardware_ids, delta_sources)
+    ]
+    return ReleasePlan(manifest.bundle, manifest.version, tuple(planned), tuple(deltas))

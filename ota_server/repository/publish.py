@@ -4,6 +4,10 @@ Order matters for "nothing changes on failure": every check that can fail on ope
 (manifest, files, versions, counters, names, keys and passphrase) runs before the first byte is
 copied; copies go to a staging area; signing happens in memory; the transaction then commits
 with ``timestamp.json`` as the last write.
+
+Each image also gets deltas from the newest published images of its hardware ids. Every delta
+is applied with the vehicle's own applier and must rebuild the image byte for byte before it
+is published, and it is only published if it is clearly smaller than the image.
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from tuf.api.metadata import TargetFile
 
-from ota_server.config import ExpiryPolicy, Layout
-from ota_server.errors import InputError
+from ota_client.payload.format import PayloadError
+from ota_server.config import DeltaPolicy, ExpiryPolicy, Layout
+from ota_server.errors import InputError, RepositoryStateError
 from ota_server.keys.store import KeyStore
+from ota_server.payload.generate import generate
+from ota_server.payload.verify import verify_payload
 from ota_server.repository.catalog import Catalog
 from ota_server.repository.manifest import MAX_MANIFEST_BYTES, ReleaseManifest, parse_manifest
-from ota_server.repository.plan import ReleasePlan, plan_release
+from ota_server.repository.plan import PlannedDelta, ReleasePlan, plan_release
 from ota_server.repository.store import writing
 from ota_server.repository.transaction import Transaction
 
@@ -99,13 +107,64 @@ def add_target_file(
     source: Path,
     expected: int,
     progress: Progress | None,
-) -> TargetFile:
+) -> tuple[TargetFile, Path]:
+    """Stage a copy of ``source`` as target ``path``; returns its TargetFile and staged copy."""
     staged = txn.new_staging_file(PurePosixPath(path).name)
     length, sha256 = stage_copy(source, staged, progress)
     if length != expected:
         raise InputError(f"{source} changed while it was being published")
     txn.add_file(consistent_target_file(layout, path, sha256), staged)
-    return TargetFile(length, {"sha256": sha256}, path)
+    return TargetFile(length, {"sha256": sha256}, path), staged
+
+
+@dataclass
+class PublishResult:
+    plan: ReleasePlan
+    deltas: list[tuple[PlannedDelta, int]] = field(default_factory=list)  # published, bytes
+    skipped: list[tuple[PlannedDelta, int]] = field(default_factory=list)  # not small enough
+
+
+def _make_delta(
+    txn: Transaction,
+    layout: Layout,
+    delta: PlannedDelta,
+    image: Path,
+    policy: DeltaPolicy,
+    progress: Progress | None,
+) -> tuple[TargetFile | None, int]:
+    """Generate, verify and stage one delta; None if it is not clearly smaller than its image."""
+    source = consistent_target_file(layout, delta.source.path, delta.source.hashes["sha256"])
+    staged = txn.new_staging_file(PurePosixPath(delta.path).name)
+    with open(staged, "wb") as out:
+        stats = generate(
+            image,
+            out,
+            source,
+            chunk_size=policy.chunk_size,
+            jobs=policy.jobs,
+            effort=policy.effort,
+            progress=progress,
+        )
+        out.flush()
+        os.fsync(out.fileno())
+    if stats.payload_size > policy.max_ratio * delta.image.length:
+        staged.unlink()
+        return None, stats.payload_size
+    try:
+        verify_payload(staged, image, source)
+    except PayloadError as e:
+        raise RepositoryStateError(
+            f"the delta {delta.path} does not rebuild its image ({e}); nothing was published"
+        ) from e
+    with open(staged, "rb") as f:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    txn.add_file(consistent_target_file(layout, delta.path, sha256), staged)
+    return TargetFile(stats.payload_size, {"sha256": sha256}, delta.path), stats.payload_size
+
+
+def publish_work(plan: ReleasePlan) -> int:
+    """Bytes a publish reads through (copies plus delta generation), for progress bars."""
+    return sum(i.length for i in plan.images) + sum(d.image.length for d in plan.deltas)
 
 
 def publish_release(
@@ -114,28 +173,44 @@ def publish_release(
     policy: ExpiryPolicy,
     manifest_path: Path,
     *,
+    deltas: DeltaPolicy | None = None,
     progress: Progress | None = None,
     on_plan: Callable[[ReleasePlan], None] | None = None,
     now: datetime | None = None,
-) -> ReleasePlan:
+) -> PublishResult:
+    deltas = deltas or DeltaPolicy()
     manifest, files = read_manifest(manifest_path)
     sizes = measure(files, [image.ecu for image in manifest.images])
     with writing(layout, keys, policy, now=now) as (repo, txn):
         catalog = Catalog.from_targets(repo.all_targets())
-        plan = plan_release(manifest, sizes, catalog, repo.role_for_path)
+        plan = plan_release(
+            manifest, sizes, catalog, repo.role_for_path, delta_sources=deltas.sources
+        )
         for role in [*plan.roles, "snapshot", "timestamp"]:
             repo.require_signing(role)
         if on_plan is not None:
             on_plan(plan)
+        result = PublishResult(plan)
         added: dict[str, list[TargetFile]] = {}
+        staged: dict[str, Path] = {}
         for image, file in zip(plan.images, files, strict=True):
-            target = add_target_file(txn, layout, image.path, file, image.length, progress)
+            target, staged[image.path] = add_target_file(
+                txn, layout, image.path, file, image.length, progress
+            )
             target.unrecognized_fields["custom"] = image.custom.to_dict()
             added.setdefault(image.role, []).append(target)
+        for delta in plan.deltas:
+            made, size = _make_delta(txn, layout, delta, staged[delta.image.path], deltas, progress)
+            if made is None:
+                result.skipped.append((delta, size))
+                continue
+            made.unrecognized_fields["custom"] = delta.custom.to_dict()
+            added.setdefault(delta.image.role, []).append(made)
+            result.deltas.append((delta, size))
         for role, targets in added.items():
             with repo.edit_targets(role) as signed:
                 for target in targets:
                     signed.targets[target.path] = target
         repo.do_snapshot()
         repo.do_timestamp()
-    return plan
+    return result
