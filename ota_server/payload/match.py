@@ -107,6 +107,8 @@ def plan_chunks(
                 # Content moved as a block: deltas with a real share of the votes (not stray
                 # matches) span a tight window.
                 strong = values[votes >= max(2, votes.max() // 10)]
+                if not len(strong):
+                    strong = ranked[:1]
                 lo_d, hi_d = int(strong.min()), int(strong.max())
                 if hi_d - lo_d > max_window - (end - start) - 2 * pad:
                     lo_d = hi_d = int(ranked[0])
