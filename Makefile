@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean bench-publish
+.PHONY: test lint demo tufjs clean bench-publish bench-delta
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,9 @@ clean:
 
 bench-publish: $(STAMP)
 	$(BIN)/python -m bench.publish
+
+bench-delta: $(STAMP)
+	@command -v zstd >/dev/null && command -v xdelta3 >/dev/null && [ -x /usr/bin/time ] || \
+		{ apt-get install -y -q zstd xdelta3 time >/dev/null || sudo apt-get install -y -q zstd xdelta3 time; }
+	$(BIN)/python -m bench.corpus
+	$(BIN)/python -m bench.delta

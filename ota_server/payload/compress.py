@@ -10,6 +10,7 @@ from ota_client.payload.codecs import MAX_WINDOW
 from ota_client.payload.format import Codec
 
 _MIN_DICT = 1 << 16
+NEGLIGIBLE = 256  # zstd output below 1/256 of the input: xz cannot save anything that matters
 
 
 def _dict_size(length: int) -> int:
@@ -35,12 +36,16 @@ def zstd(data: bytes, level: int = 19) -> bytes:
 
 def smallest(data: bytes, *, effort: str, code: bool = False) -> tuple[Codec, bytes]:
     """The best encoding of ``data``: xz at "best" (with the x86 filter tried for code),
-    zstd at "fast"; stored as is when that is smaller."""
-    if effort == "best":
-        candidates = [(Codec.XZ, xz(data))]
-        if code:
-            candidates.append((Codec.XZ, xz(data, x86=True)))
-    else:
-        candidates = [(Codec.ZSTD, zstd(data))]
-    candidates.append((Codec.NONE, data))
+    zstd -19 at "fast"; stored as is when that is smaller. Data that a quick zstd pass
+    already shrinks to almost nothing (a near-identical chunk) keeps that result: the slow
+    encoders could not save anything that matters on it."""
+    quick = zstd(data, level=3)
+    candidates = [(Codec.NONE, data), (Codec.ZSTD, quick)]
+    if len(quick) * NEGLIGIBLE > len(data):
+        if effort == "best":
+            candidates.append((Codec.XZ, xz(data)))
+            if code:
+                candidates.append((Codec.XZ, xz(data, x86=True)))
+        else:
+            candidates.append((Codec.ZSTD, zstd(data)))
     return min(candidates, key=lambda c: len(c[1]))
