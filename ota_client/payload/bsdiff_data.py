@@ -68,19 +68,6 @@ def encode(triples: Sequence[Triple], diff: bytes, extra: bytes) -> bytes:
     return bytes(out) + diff + extra
 
 
-def triples_from_bsdiff(control: bytes) -> list[Triple]:
-    """Triples from bsdiff4's raw control block (24 bytes per triple)."""
-    decode = bsdiff4.core.decode_int64
-    return [
-        (
-            decode(control[i : i + 8]),
-            decode(control[i + 8 : i + 16]),
-            decode(control[i + 16 : i + 24]),
-        )
-        for i in range(0, len(control), 24)
-    ]
-
-
 def _offtin(value: int) -> bytes:
     return _I64.pack(-value | _SIGN if value < 0 else value)
 

@@ -3,10 +3,10 @@
 Per chunk, cheapest first: ``ZERO`` if it is all zeros; ``SOURCE_COPY`` if the source holds it
 byte for byte at an offset the matcher proposes; otherwise the smaller of ``SOURCE_BSDIFF``
 and ``REPLACE``. The bsdiff patch comes from the aligned shortcut when the chunk is a few
-shifted source blocks with little changed, else from bsdiff4's search over the source window
-the matcher chose. ``effort="best"`` compresses with xz (trying the x86 filter on code),
-``"fast"`` with zstd. Chunks run in worker processes (all cores by default) and are written in
-order as they complete, so memory is O(jobs × window), not O(image).
+shifted source blocks with little changed, else from the bsdiff search (``search.py``) over
+the source window the matcher chose. ``effort="best"`` compresses with xz (trying the x86
+filter on code), ``"fast"`` with zstd. Chunks run in worker processes (all cores by default)
+and are written in order as they complete, so memory is O(jobs × window), not O(image).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import bsdiff4.core
 import numpy as np
 
 from ota_client.payload import bsdiff_data
@@ -30,6 +29,7 @@ from ota_client.payload.format import MAX_OP_LENGTH, Header, Op, OpType
 from ota_server.payload.aligned import aligned_patch
 from ota_server.payload.compress import smallest
 from ota_server.payload.match import ChunkPlan, SourceIndex, anchors, plan_chunks
+from ota_server.payload.search import bsdiff
 
 DEFAULT_CHUNK = 2 << 20
 MAX_CHUNK = 4 << 20
@@ -100,8 +100,7 @@ def _bsdiff_op(
         encoded = bsdiff_data.encode(triples, diff, b"")
     else:
         w0, w1 = plan.window
-        control, diff, extra = bsdiff4.core.diff(bytes(source[w0:w1]), chunk)
-        encoded = bsdiff_data.encode(bsdiff_data.triples_from_bsdiff(control), diff, extra)
+        encoded = bsdiff_data.encode(*bsdiff(bytes(source[w0:w1]), chunk))
     if len(encoded) > bsdiff_data.max_decoded(len(chunk)):
         return None
     codec, packed = smallest(encoded, effort=effort)
