@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ota_client.payload import bsdiff_data
 from ota_client.payload.codecs import decompress
@@ -30,6 +30,10 @@ from ota_client.payload.format import (
 )
 
 Progress = Callable[[int, int], None]  # (bytes written, total)
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> int: ...
 
 
 def read_exact(stream: BinaryIO, length: int, what: str) -> bytes:
@@ -77,7 +81,7 @@ def run_op(op: Op, data: bytes, source: BinaryIO | None) -> bytes:
 
 def apply_payload(
     payload: BinaryIO,
-    output: BinaryIO,
+    output: Writer,
     source: BinaryIO | None = None,
     *,
     expect_size: int | None = None,

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 
@@ -44,7 +46,7 @@ class ImageRepository:
         *,
         fetcher: FetcherInterface | None = None,
     ) -> None:
-        base = base_url.rstrip("/")
+        base = self.base = base_url.rstrip("/")
         self.metadata_dir = cache_dir / "metadata"
         self.targets_dir = cache_dir / "targets"
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,46 @@ class ImageRepository:
         except MetadataFormatError as e:
             raise VerificationError(f"{path}: {e}") from None
         return VerifiedTarget(info, custom)
+
+    def all_targets(self) -> list[VerifiedTarget]:
+        """Every target of every role, from verified metadata only.
+
+        python-tuf loads delegated roles lazily, for a path they cover; one lookup per
+        delegation loads each, then the trusted copies it persisted are read back.
+        """
+        with _translated("listing targets"):
+            self._updater.get_targetinfo("probe/probe")  # refreshes if not done yet
+            roles = ["targets"]
+            delegations = self._trusted("targets").delegations
+            for delegated in (delegations.roles or {}).values() if delegations else ():
+                for pattern in delegated.paths or ():
+                    self._updater.get_targetinfo(pattern.replace("*", "probe"))
+                roles.append(delegated.name)
+        out: list[VerifiedTarget] = []
+        for role in roles:
+            for path, info in self._trusted(role).targets.items():
+                try:
+                    check_target_path(path)
+                    out.append(VerifiedTarget(info, TargetCustom.from_dict(info.custom)))
+                except MetadataFormatError:
+                    continue  # not one of ours: never install what we cannot read
+        return out
+
+    def _trusted(self, role: str) -> Targets:
+        path = self.metadata_dir / f"{quote(role, safe='')}.json"
+        try:
+            md = Metadata.from_file(str(path))
+        except (OSError, DeserializationError) as e:
+            raise VerificationError(f"trusted metadata for {role} is missing: {e}") from None
+        if not isinstance(md.signed, Targets):
+            raise VerificationError(f"{path} is not targets metadata")
+        return md.signed
+
+    def target_url(self, info: TargetFile) -> str:
+        """Where a target is served (consistent snapshots: the hash prefixes the name)."""
+        directory, _, name = info.path.rpartition("/")
+        prefix = f"{directory}/" if directory else ""
+        return f"{self.base}/targets/{prefix}{info.hashes['sha256']}.{name}"
 
     def download(self, target: VerifiedTarget) -> Path:
         """Fetch a target (or reuse a verified cached copy); length and hashes are checked."""

@@ -17,15 +17,14 @@ from aiohttp import web
 
 from ota_server.config import ServerConfig
 from ota_server.errors import InputError, OtaError, RepositoryStateError
+from ota_server.http import events
+from ota_server.http.appkeys import CONFIG, ETAGS, KEYS
 from ota_server.http.static import EtagCache, resolve, send_file
 from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
 
 log = logging.getLogger("ota.serve")
 
-CONFIG = web.AppKey("config", ServerConfig)
-KEYS = web.AppKey("keys", KeyStore)
-ETAGS = web.AppKey("etags", EtagCache)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,5 +100,7 @@ def create_app(config: ServerConfig, keys: KeyStore | None = None) -> web.Applic
     app.router.add_get("/repo/metadata/{name}", metadata)
     app.router.add_get("/repo/targets/{path:.+}", targets)
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
+    app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
     app.cleanup_ctx.append(_refresher)
     return app

@@ -21,7 +21,7 @@ def verify_payload(payload: Path, target: Path, source: Path | None = None) -> N
         digest = hashlib.file_digest(f, "sha256").digest()
         size = f.tell()
     with open(payload, "rb") as p, open(source, "rb") if source else _null() as s:
-        apply_payload(p, _Discard(), s, expect_size=size, expect_sha256=digest)  # type: ignore[arg-type]
+        apply_payload(p, _Discard(), s, expect_size=size, expect_sha256=digest)
 
 
 class _null:

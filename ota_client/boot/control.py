@@ -1,0 +1,198 @@
+"""The boot-control interface and its three backends: simulated, GRUB, U-Boot.
+
+One set of verbs (RAUC-style): ``active_slot``, ``booted_slot``, ``arm_trial``, ``mark_good``,
+``mark_bad``. Every backend stores the variables of ``rules`` and differs only in where:
+
+* ``SimulatedBoot`` — a JSON file written atomically; ``reboot()`` applies the bootloader rule.
+  The default for demos and tests.
+* ``GrubBoot`` — a GRUB environment block through the real ``grub-editenv``.
+* ``UBootBoot`` — a U-Boot environment (redundant copies) through the real ``fw_printenv`` /
+  ``fw_setenv -s`` (one write for several variables).
+
+The booted slot of a real system comes from the kernel command line (``ota.slot=a``), written
+by the bootloader script; ``cmdline`` points at it (``/proc/cmdline`` on a vehicle, a plain
+file in tests, where ``emulate_reboot`` plays the bootloader with the real tools).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+
+from ota_client.atomic import write_atomic
+from ota_client.boot import rules
+from ota_client.boot.rules import BootError, Env
+
+_CMDLINE_SLOT = re.compile(r"(?:^|\s)ota\.slot=([ab])(?:\s|$)")
+TOOL_TIMEOUT = 30
+
+
+class BootControl(ABC):
+    name = "abstract"
+
+    @abstractmethod
+    def read_env(self) -> Env: ...
+
+    @abstractmethod
+    def write_env(self, changes: Mapping[str, str]) -> None:
+        """Apply ``changes`` in one write."""
+
+    @abstractmethod
+    def booted_slot(self) -> str: ...
+
+    def active_slot(self) -> str:
+        return rules.active(self.read_env())
+
+    def arm_trial(self, slot: str, attempts: int) -> None:
+        self.write_env(rules.arm(self.read_env(), slot, attempts))
+
+    def mark_good(self, slot: str) -> None:
+        self.write_env(rules.commit(slot))
+
+    def mark_bad(self, slot: str) -> None:
+        self.write_env(rules.mark_bad(self.read_env(), slot))
+
+    def trial(self) -> tuple[str, int] | None:
+        env = self.read_env()
+        if env.get("ota_trial") in rules.SLOTS:
+            return env["ota_trial"], int(env.get("ota_tries", "0") or 0)
+        return None
+
+    def emulate_reboot(self) -> str:
+        """Play the bootloader: apply the boot rule, record the booted slot. Returns it."""
+        changes, slot = rules.next_boot(self.read_env())
+        if changes:
+            self.write_env(changes)
+        self._set_booted(slot)
+        return slot
+
+    @abstractmethod
+    def _set_booted(self, slot: str) -> None: ...
+
+
+class CmdlineBooted:
+    """Reads ``ota.slot=`` from a kernel command line file (``/proc/cmdline``)."""
+
+    def __init__(self, cmdline: Path) -> None:
+        self.cmdline = cmdline
+
+    def booted_slot(self) -> str:
+        try:
+            text = self.cmdline.read_text()
+        except OSError as e:
+            raise BootError(f"cannot read {self.cmdline}: {e.strerror}") from None
+        match = _CMDLINE_SLOT.search(text)
+        if match is None:
+            raise BootError(
+                f"{self.cmdline} names no ota.slot= (is the bootloader script installed?)"
+            )
+        return match.group(1)
+
+    def _set_booted(self, slot: str) -> None:
+        write_atomic(self.cmdline, f"ota.slot={slot}\n".encode())
+
+
+class SimulatedBoot(BootControl):
+    """Boot control in a JSON file, with a bootloader simulation for ``reboot``."""
+
+    name = "simulated"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read_env(self) -> Env:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {**rules.initial_env(), "booted": "a"}
+        except (OSError, ValueError) as e:
+            raise BootError(f"unreadable boot state {self.path}: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise BootError(f"malformed boot state {self.path}")
+        return data
+
+    def write_env(self, changes: Mapping[str, str]) -> None:
+        env = {**self.read_env(), **changes}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(env, indent=1, sort_keys=True).encode())
+
+    def booted_slot(self) -> str:
+        return rules.check_slot(self.read_env().get("booted", "a"))
+
+    def _set_booted(self, slot: str) -> None:
+        self.write_env({"booted": slot})
+
+
+def _run(args: list[str], what: str) -> str:
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    except FileNotFoundError:
+        raise BootError(f"{args[0]} is not installed ({what})") from None
+    except subprocess.TimeoutExpired:
+        raise BootError(f"{args[0]} hung ({what})") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise BootError(f"{args[0]} failed ({what}): {detail[-1] if detail else result.returncode}")
+    return result.stdout
+
+
+def _parse_env(text: str) -> Env:
+    env: Env = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+class GrubBoot(CmdlineBooted, BootControl):
+    """A GRUB environment block (``/boot/grub/grubenv``) through ``grub-editenv``."""
+
+    name = "grub"
+
+    def __init__(self, envfile: Path, cmdline: Path, *, tool: str = "grub-editenv") -> None:
+        super().__init__(cmdline)
+        self.envfile = envfile
+        self.tool = tool
+
+    def ensure(self, active: str = "a") -> None:
+        """Create the environment block with the initial variables if it does not exist."""
+        if not self.envfile.exists():
+            _run([self.tool, str(self.envfile), "create"], "create the environment")
+            self.write_env(rules.initial_env(active))
+
+    def read_env(self) -> Env:
+        return _parse_env(_run([self.tool, str(self.envfile), "list"], "read the environment"))
+
+    def write_env(self, changes: Mapping[str, str]) -> None:
+        args = [f"{k}={v}" for k, v in changes.items()]
+        _run([self.tool, str(self.envfile), "set", *args], "write the environment")
+
+
+class UBootBoot(CmdlineBooted, BootControl):
+    """A U-Boot environment through ``fw_printenv``/``fw_setenv -s`` (one write per verb)."""
+
+    name = "uboot"
+
+    def __init__(self, config: Path, cmdline: Path, *, defaults: Path | None = None) -> None:
+        super().__init__(cmdline)
+        self.config = config
+        self.defaults = defaults
+
+    def read_env(self) -> Env:
+        return _parse_env(_run(["fw_printenv", "-c", str(self.config)], "read the environment"))
+
+    def write_env(self, changes: Mapping[str, str]) -> None:
+        script = "".join(f"{k}={v}\n" for k, v in changes.items())
+        with tempfile.NamedTemporaryFile("w", suffix=".ota-env", delete=True) as f:
+            f.write(script)
+            f.flush()
+            args = ["fw_setenv", "-c", str(self.config), "-s", f.name]
+            if self.defaults is not None:
+                args[3:3] = ["-f", str(self.defaults)]
+            _run(args, "write the environment")

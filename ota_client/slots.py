@@ -1,0 +1,93 @@
+"""A/B raw image slots: a file or a block device per slot.
+
+Writes go through ``SlotWriter`` (sequential, fsync'd at checkpoints so a resume point is
+durable); ``digest`` reads a slot back to check it against the signed hash. Nothing here
+decides *when* to write: the agent marks the slot bad first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from ota_client.config import SlotConfig
+
+READ_CHUNK = 1 << 20
+
+
+class SlotError(Exception):
+    """A slot cannot be read or written (a device problem: disk full, too small, missing)."""
+
+
+def capacity(config: SlotConfig, slot: str) -> int | None:
+    """Bytes the slot can hold, or None for a plain file without a configured size."""
+    path = config.path(slot)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return config.size
+    except OSError as e:
+        raise SlotError(f"slot {slot} ({path}): {e.strerror}") from None
+    if stat.S_ISBLK(st.st_mode):
+        with open(path, "rb") as f:
+            return f.seek(0, os.SEEK_END)
+    return config.size
+
+
+def digest(path: Path, length: int, *, hasher: hashlib._Hash | None = None) -> hashlib._Hash:
+    """sha256 of the first ``length`` bytes of ``path`` (continuing ``hasher`` if given)."""
+    h = hasher or hashlib.sha256()
+    remaining = length
+    try:
+        with open(path, "rb") as f:
+            while remaining > 0:
+                chunk = f.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise SlotError(f"{path} is shorter than {length} bytes")
+                h.update(chunk)
+                remaining -= len(chunk)
+    except OSError as e:
+        raise SlotError(f"cannot read {path}: {e.strerror}") from None
+    return h
+
+
+class SlotWriter:
+    """Sequential writer into a slot (or a download file) from ``offset``, durable on ``sync``."""
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise SlotError(f"cannot open {path} for writing: {e.strerror}") from None
+        self._f = os.fdopen(fd, "wb", buffering=0)
+        self._f.seek(offset)
+        self.position = offset
+
+    def write(self, data: bytes | memoryview) -> int:
+        try:
+            view = memoryview(data)
+            while view:
+                written = self._f.write(view)
+                view = view[written:]
+        except OSError as e:
+            raise SlotError(f"writing {self.path} failed: {e.strerror}") from None
+        self.position += len(data)
+        return len(data)
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            raise SlotError(f"syncing {self.path} failed: {e.strerror}") from None
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> SlotWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
