@@ -194,6 +194,7 @@ Event = (
     | HealthFailed
     | Reported
     | Failed
+    | Interrupted
 )
 
 
