@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean bench-publish bench-delta
+.PHONY: test lint demo tufjs clean bench-publish bench-delta system-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ $(TUFJS_DIR)/node_modules/tuf-js/package.json:
 	cp -r $(TUFJS_SRC)/. $(TUFJS_DIR)/
 	cd $(TUFJS_DIR) && npm ci --silent --no-audit --no-fund
 
-test: $(STAMP)
+# Real tools the tests drive: GRUB's and U-Boot's environment editors.
+SYSTEM_TOOLS := grub-editenv:grub-common fw_setenv:libubootenv-tool
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing >/dev/null; \
+		else sudo apt-get install -y -q $$missing >/dev/null; fi; \
+	fi
+
+test: $(STAMP) system-tools
 	@if [ -n "$(TUFJS_SRC)" ] && command -v npm >/dev/null; then $(MAKE) -s tufjs; fi
 	OTA_TUFJS_DIR=$$([ -d $(TUFJS_DIR)/node_modules ] && echo $(TUFJS_DIR)) \
 		$(BIN)/pytest -q $(PYTEST_ARGS)

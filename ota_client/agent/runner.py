@@ -48,7 +48,7 @@ class AgentError(Exception):
     """The cycle stopped on an error the operator should see (after recording it)."""
 
 
-def make_boot(ecu: EcuConfig) -> BootControl:
+def make_boot(ecu: EcuConfig, data_dir: Path) -> BootControl:
     b = ecu.boot
     if b.backend == "grub":
         assert b.env is not None and b.cmdline is not None
@@ -57,7 +57,9 @@ def make_boot(ecu: EcuConfig) -> BootControl:
         return grub
     if b.backend == "uboot":
         assert b.config is not None and b.cmdline is not None
-        return UBootBoot(b.config, b.cmdline)
+        uboot = UBootBoot(b.config, b.cmdline, data_dir / f"uboot-defaults-{ecu.serial}.env")
+        uboot.ensure()
+        return uboot
     assert b.state is not None
     return SimulatedBoot(b.state)
 
@@ -96,7 +98,7 @@ class Agent:
         self.store = StateStore(data / f"state-{ecu.serial}.json")
         self.outbox = Outbox(data / "outbox.json")
         self.downloads = data / "downloads"
-        self.boot = make_boot(ecu)
+        self.boot = make_boot(ecu, data)
         self.emulate = ecu.boot.backend == "simulated" if emulate_reboot is None else emulate_reboot
         self._repo: ImageRepository | None = None
         self._last: m.Event | None = None
@@ -240,7 +242,8 @@ class Agent:
             event = m.Failed(f"verification failed: {e}")
         except (SlotError, BootError, OSError) as e:
             event = m.Failed(f"device error: {e}")
-        new = self._go(s, event)
+        # Work may have persisted progress (download checkpoints): continue from the store.
+        new = self._go(self.store.load(), event)
         if isinstance(event, m.Failed):
             self._report("update_failed", replace(new, target=s.target))
         return new

@@ -175,24 +175,41 @@ class GrubBoot(CmdlineBooted, BootControl):
 
 
 class UBootBoot(CmdlineBooted, BootControl):
-    """A U-Boot environment through ``fw_printenv``/``fw_setenv -s`` (one write per verb)."""
+    """A U-Boot environment through ``fw_printenv``/``fw_setenv -s`` (one write per verb).
+
+    ``defaults`` is passed as ``-f``: libubootenv uses it only when the environment cannot be
+    read (a blank or corrupted pair), which is what makes the very first write possible.
+    """
 
     name = "uboot"
 
-    def __init__(self, config: Path, cmdline: Path, *, defaults: Path | None = None) -> None:
+    def __init__(self, config: Path, cmdline: Path, defaults: Path) -> None:
         super().__init__(cmdline)
         self.config = config
         self.defaults = defaults
+
+    def ensure(self, active: str = "a") -> None:
+        """Write the initial variables if the environment does not hold them yet."""
+        if not self.defaults.exists():
+            self.defaults.parent.mkdir(parents=True, exist_ok=True)
+            env = rules.initial_env(active)
+            write_atomic(self.defaults, "".join(f"{k}={v}\n" for k, v in env.items()).encode())
+        try:
+            present = "ota_active" in self.read_env()
+        except BootError:
+            present = False  # blank environment: fw_printenv cannot read it yet
+        if not present:
+            self.write_env(rules.initial_env(active))
 
     def read_env(self) -> Env:
         return _parse_env(_run(["fw_printenv", "-c", str(self.config)], "read the environment"))
 
     def write_env(self, changes: Mapping[str, str]) -> None:
         script = "".join(f"{k}={v}\n" for k, v in changes.items())
-        with tempfile.NamedTemporaryFile("w", suffix=".ota-env", delete=True) as f:
+        with tempfile.NamedTemporaryFile("w", suffix=".ota-env") as f:
             f.write(script)
             f.flush()
-            args = ["fw_setenv", "-c", str(self.config), "-s", f.name]
-            if self.defaults is not None:
-                args[3:3] = ["-f", str(self.defaults)]
-            _run(args, "write the environment")
+            _run(
+                ["fw_setenv", "-c", str(self.config), "-f", str(self.defaults), "-s", f.name],
+                "write the environment",
+            )

@@ -1,0 +1,120 @@
+"""One behavioural suite for every boot-control backend, with the real GRUB and U-Boot tools.
+
+The bootloader itself cannot run here, so ``emulate_reboot`` plays it: it reads the
+environment with the real tool, applies the boot rule and writes back with the real tool.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ota_client.boot import rules
+from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, UBootBoot
+from ota_client.boot.rules import BootError
+
+BACKENDS = ["simulated", "grub", "uboot"]
+
+
+def make(kind: str, tmp: Path) -> BootControl:
+    tmp.mkdir(parents=True, exist_ok=True)
+    if kind == "simulated":
+        boot: BootControl = SimulatedBoot(tmp / "boot.json")
+    elif kind == "grub":
+        if not shutil.which("grub-editenv"):
+            pytest.fail("grub-editenv is missing: install grub-common (make test does)")
+        grub = GrubBoot(tmp / "grubenv", tmp / "cmdline")
+        grub.ensure()
+        boot = grub
+    else:
+        if not shutil.which("fw_setenv"):
+            pytest.fail("fw_setenv is missing: install libubootenv-tool (make test does)")
+        for name in ("env1", "env2"):
+            (tmp / name).write_bytes(bytes(0x4000))  # a blank redundant pair
+        (tmp / "fw_env.config").write_text(f"{tmp}/env1 0x0 0x4000\n{tmp}/env2 0x0 0x4000\n")
+        uboot = UBootBoot(tmp / "fw_env.config", tmp / "cmdline", tmp / "defaults.env")
+        uboot.ensure()
+        boot = uboot
+    boot.emulate_reboot()  # power on
+    return boot
+
+
+@pytest.fixture(params=BACKENDS)
+def boot(request: pytest.FixtureRequest, tmp_path: Path) -> BootControl:
+    return make(request.param, tmp_path / request.param)
+
+
+def test_starts_on_a(boot: BootControl) -> None:
+    assert (boot.active_slot(), boot.booted_slot(), boot.trial()) == ("a", "a", None)
+
+
+def test_trial_then_commit(boot: BootControl) -> None:
+    boot.mark_bad("b")
+    assert boot.emulate_reboot() == "a"  # a bad slot is never booted
+    boot.arm_trial("b", 3)
+    assert boot.emulate_reboot() == "b"
+    assert boot.trial() == ("b", 2)
+    boot.mark_good("b")
+    assert (boot.active_slot(), boot.trial()) == ("b", None)
+    assert boot.emulate_reboot() == "b"
+    assert boot.emulate_reboot() == "b"
+
+
+def test_trial_attempts_run_out_then_fall_back(boot: BootControl) -> None:
+    boot.arm_trial("b", 2)
+    assert [boot.emulate_reboot() for _ in range(4)] == ["b", "b", "a", "a"]
+    assert boot.trial() is None and boot.active_slot() == "a"
+
+
+def test_rollback_marks_bad_and_falls_back(boot: BootControl) -> None:
+    boot.arm_trial("b", 3)
+    assert boot.emulate_reboot() == "b"
+    boot.mark_bad("b")  # health checks failed
+    assert boot.trial() is None
+    assert boot.emulate_reboot() == "a"
+
+
+def test_the_active_slot_is_protected(boot: BootControl) -> None:
+    with pytest.raises(BootError, match="active"):
+        boot.mark_bad("a")
+    with pytest.raises(BootError, match="active"):
+        boot.arm_trial("a", 3)
+    with pytest.raises(BootError, match="unknown slot"):
+        boot.arm_trial("c", 3)
+    assert boot.emulate_reboot() == "a"
+
+
+VERBS = st.lists(st.sampled_from(["arm", "good", "bad", "reboot"]), max_size=25)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(verbs=VERBS)
+def test_any_sequence_keeps_the_invariants(kind: str, tmp_path: Path, verbs: list[str]) -> None:
+    """Whatever the client does, a bad slot never boots and the active slot stays bootable."""
+    boot = make(kind, Path(tempfile.mkdtemp(dir=tmp_path)))
+    for verb in verbs:
+        active = boot.active_slot()
+        spare = rules.other(active)
+        if verb == "arm":
+            boot.arm_trial(spare, 2)
+        elif verb == "good":
+            booted = boot.booted_slot()
+            boot.mark_good(booted)  # the client commits only the slot it booted
+        elif verb == "bad":
+            boot.mark_bad(spare)
+        else:
+            env = boot.read_env()
+            slot = boot.emulate_reboot()
+            assert env.get(f"ota_state_{slot}") != "bad", (verbs, env)
+            trial = env.get("ota_trial")
+            assert slot == boot.active_slot() or (slot == trial), (verbs, env)
+        tries = boot.read_env().get("ota_tries") or "0"
+        assert int(tries) >= 0

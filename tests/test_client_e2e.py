@@ -1,0 +1,248 @@
+"""The vehicle client end to end, against the real ``ota serve`` on loopback.
+
+v1 -> v2 committed (by delta, on every boot backend); v3 whose health check fails rolls back
+and is reported; an interrupted download resumes with fewer bytes; bad downloads, metadata,
+slots, state files and health checks never touch the active slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ota_server.config import ExpiryPolicy, Layout
+from ota_server.keys.store import KeyStore
+from ota_server.repository.lifecycle import refresh_repository
+from tests.helpers import EXAMPLES, make_home, ok, ota, serve, write_manifest
+from tests.vehicle import CuttingProxy, Vehicle
+
+V1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
+V2 = (EXAMPLES / "images/bcm-1.1.0.bin").read_bytes()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return make_home(
+        tmp_path, EXAMPLES / "body-control-1.0.0.toml", EXAMPLES / "body-control-1.1.0.toml"
+    )
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[str]:
+    with serve(home) as url:
+        yield url.removesuffix("/repo")
+
+
+def vehicle(tmp_path: Path, home: Path, server: str, **kw: object) -> Vehicle:
+    root = tmp_path / "vehicle"
+    root.mkdir(exist_ok=True)
+    shutil.copy(home / "repo/metadata/1.root.json", root / "root.json")
+    return Vehicle(root, server, **kw)  # type: ignore[arg-type]
+
+
+def publish(home: Path, tmp_path: Path, version: str, image: bytes) -> None:
+    manifest = write_manifest(
+        tmp_path / f"m-{version}",
+        f'bundle = "body-control"\nversion = "{version}"\n[[images]]\necu = "bcm"\n'
+        'file = "bcm.bin"\nhardware_ids = ["bcm-s32k"]\n',
+        {"bcm.bin": image},
+    )
+    ok(ota(home, "release", "publish", "-q", manifest))
+
+
+@pytest.mark.parametrize("backend", ["simulated", "grub", "uboot"])
+def test_v1_to_v2_commits(tmp_path: Path, home: Path, server: str, backend: str) -> None:
+    car = vehicle(tmp_path, home, server, backend=backend)
+    check = car.client("check", "--json")
+    assert check.exit_code == 0, check.output
+    plan = json.loads(check.stdout)[0]
+    assert plan["installed"]["version"] == "1.0.0"
+    assert plan["update"]["target"]["version"] == "1.1.0"
+    assert plan["update"]["download"]["kind"] == "delta"
+    result = car.update()
+    assert result.exit_code == 0, result.output
+    st = car.status()
+    assert (st["state"], st["booted_slot"], st["active_slot"]) == ("IDLE", "b", "b")
+    assert st["installed"]["version"] == "1.1.0" and st["max_counter"] == 2
+    assert car.running() == V2
+    assert car.slot("a").read_bytes() == V1  # the old slot is untouched, ready for rollback
+    assert [e["event"] for e in car.events()] == ["commit"]
+    assert car.update().exit_code == 0 and [e["event"] for e in car.events()] == ["commit"]
+
+
+def test_failed_health_check_rolls_back_and_reports(
+    tmp_path: Path, home: Path, server: str
+) -> None:
+    car = vehicle(tmp_path, home, server)
+    assert car.update().exit_code == 0  # now on v2
+    publish(home, tmp_path, "1.2.0", V2[::-1])
+    car.health = 'command = ["sh", "-c", "exit 3"]'
+    car.write_config()
+    result = car.update()
+    assert result.exit_code != 0 and "exit status 3" in result.output
+    st = car.status()
+    assert (st["state"], st["booted_slot"], st["active_slot"]) == ("IDLE", "b", "b")
+    assert st["installed"]["version"] == "1.1.0" and car.running() == V2
+    assert [e["event"] for e in car.events()] == ["commit", "rollback"]
+    assert car.events()[1]["version"] == "1.2.0"
+    # The rejected image is never tried again; the vehicle stays on v2.
+    car.health = 'command = ["true"]'
+    car.write_config()
+    assert car.update().exit_code == 0
+    assert car.status()["installed"]["version"] == "1.1.0"
+
+
+def test_hanging_health_check_rolls_back(tmp_path: Path, home: Path, server: str) -> None:
+    car = vehicle(tmp_path, home, server, health='command = ["sleep", "60"]\ntimeout = 1')
+    result = car.update()
+    assert result.exit_code != 0 and "no answer within 1 s" in result.output
+    st = car.status()
+    assert (st["booted_slot"], st["active_slot"]) == ("a", "a") and car.running() == V1
+
+
+def test_interrupted_download_resumes_with_fewer_bytes(
+    tmp_path: Path, home: Path, server: str
+) -> None:
+    big = os.urandom(6 << 20)
+    (tmp_path / "cfg").mkdir()
+    (home / "config.toml").write_text("[deltas]\nsources = 0\n")  # full image only
+    publish(home, tmp_path, "2.0.0", big)
+    port = urllib.parse.urlsplit(server).port
+    assert port is not None
+    proxy = CuttingProxy(port, cut_after=(4 << 20)).start()
+    try:
+        car = vehicle(tmp_path, home, f"http://127.0.0.1:{proxy.port}", slot_size=8 << 20)
+        first = car.update()
+        assert first.exit_code != 0 and "will resume" in first.output
+        st = car.status()
+        assert st["state"] == "DOWNLOAD" and 0 < st["fetch"]["received"] < len(big)
+        assert car.slot("a").read_bytes() == V1 and st["booted_slot"] == "a"
+        proxy.bytes_sent.clear()
+        second = car.update()
+        assert second.exit_code == 0, second.output
+        assert sum(proxy.bytes_sent) < len(big) - st["fetch"]["received"] + (256 << 10)
+        assert car.status()["installed"]["version"] == "2.0.0" and car.running() == big
+    finally:
+        proxy.stop()
+
+
+def test_tampered_image_is_refused(tmp_path: Path, home: Path, server: str) -> None:
+    (home / "config.toml").write_text("[deltas]\nsources = 0\n")
+    publish(home, tmp_path, "2.0.0", V2 + b"more")
+    victim = next((home / "repo/targets/bcm-s32k").glob("*.bcm-2.0.0.bin"))
+    data = bytearray(victim.read_bytes())
+    data[50] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    car = vehicle(tmp_path, home, server)
+    # The delta to 1.1.0 is fine, but 2.0.0 is the newest: full image, tampered.
+    result = car.update()
+    assert result.exit_code != 0 and "does not match its signed hash" in result.output
+    st = car.status()
+    assert (st["state"], st["booted_slot"], st["active_slot"]) == ("IDLE", "a", "a")
+    assert car.slot("a").read_bytes() == V1
+    assert car.events()[-1]["event"] == "update_failed"
+
+
+def test_expired_metadata_is_refused(tmp_path: Path, home: Path) -> None:
+    refresh_repository(
+        Layout(home),
+        KeyStore(home / "keys", lambda _n: b""),
+        ExpiryPolicy(),
+        force=True,
+        now=datetime.now(UTC) - timedelta(days=3),
+    )
+    with serve(home, "--no-refresh") as url:
+        car = vehicle(tmp_path, home, url.removesuffix("/repo"))
+        result = car.update()
+    assert result.exit_code != 0 and "Expired" in result.output
+    assert car.slot("a").read_bytes() == V1 and car.status()["active_slot"] == "a"
+
+
+def test_slot_too_small(tmp_path: Path, home: Path, server: str) -> None:
+    car = vehicle(tmp_path, home, server, slot_size=1000)
+    result = car.update()
+    assert result.exit_code != 0 and "slot b holds 1000 bytes" in result.output
+    assert not car.slot("b").exists() and car.status()["active_slot"] == "a"
+
+
+def test_disk_full(tmp_path: Path, home: Path, server: str) -> None:
+    car = vehicle(tmp_path, home, server, slot_b="/dev/full")
+    result = car.update()
+    assert result.exit_code != 0 and "No space left" in result.output
+    st = car.status()
+    assert (st["booted_slot"], st["active_slot"]) == ("a", "a") and car.slot("a").read_bytes() == V1
+
+
+def test_delta_for_another_source_falls_back_to_the_full_image(
+    tmp_path: Path, home: Path, server: str
+) -> None:
+    car = vehicle(tmp_path, home, server)
+    plan = json.loads(car.client("check", "--json").stdout)[0]
+    assert plan["update"]["download"]["kind"] == "delta"
+    # The vehicle believes it runs v1 (it did), but its slot has rotted since.
+    state = {"state": "IDLE", "installed": plan["installed"], "max_counter": 1}
+    (car.root / "data").mkdir(exist_ok=True)
+    (car.root / "data/state-BCM-1.json").write_text(json.dumps(state))
+    rotted = bytearray(V1)
+    rotted[1000] ^= 1
+    car.slot("a").write_bytes(bytes(rotted))
+    result = car.update()
+    assert result.exit_code == 0, result.output
+    assert car.status()["installed"]["version"] == "1.1.0" and car.running() == V2
+
+
+def test_unreadable_state_file(tmp_path: Path, home: Path, server: str) -> None:
+    car = vehicle(tmp_path, home, server)
+    (car.root / "data").mkdir(exist_ok=True)
+    (car.root / "data/state-BCM-1.json").write_text("{not json")
+    result = car.update()
+    assert (
+        result.exit_code == 1 and "unreadable" in result.output and "Traceback" not in result.output
+    )
+    assert car.slot("a").read_bytes() == V1 and not car.slot("b").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("vehicle_id = 1", "wrong type"),
+        (
+            'vehicle_id = "../x"\nserver = "http://x"\ntrust_root = "r"\ndata_dir = "d"\necus = []',
+            "vehicle id",
+        ),
+        (
+            'vehicle_id = "v"\nserver = "ftp://x"\ntrust_root = "r"\ndata_dir = "d"\necus = []',
+            "server",
+        ),
+        (
+            'vehicle_id = "v"\nserver = "http://x"\ntrust_root = "r"\ndata_dir = "d"\n'
+            "ecus = []\ncolour = 1",
+            "ecus is out of range",
+        ),
+        ("[[", "malformed TOML"),
+    ],
+)
+def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    from click.testing import CliRunner
+
+    from ota_client.cli import main
+
+    result = CliRunner().invoke(main, ["-c", str(config), "status"])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_image_hash_of_running_slot(tmp_path: Path, home: Path, server: str) -> None:
+    """The vehicle learns what it runs by hashing its active slot against published images."""
+    car = vehicle(tmp_path, home, server)
+    plan = json.loads(car.client("check", "--json").stdout)[0]
+    assert plan["installed"]["sha256"] == hashlib.sha256(V1).hexdigest()
