@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean bench-publish bench-delta system-tools
+.PHONY: test lint demo tufjs clean bench-publish bench-delta bench-powercut system-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,9 @@ system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
-		if [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing >/dev/null; \
-		else sudo apt-get install -y -q $$missing >/dev/null; fi; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		{ $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
 test: $(STAMP) system-tools
@@ -56,7 +57,9 @@ bench-publish: $(STAMP)
 	$(BIN)/python -m bench.publish
 
 bench-delta: $(STAMP)
-	@command -v zstd >/dev/null && command -v xdelta3 >/dev/null && [ -x /usr/bin/time ] || \
-		{ apt-get install -y -q zstd xdelta3 time >/dev/null || sudo apt-get install -y -q zstd xdelta3 time; }
+	@$(MAKE) -s system-tools SYSTEM_TOOLS="zstd:zstd xdelta3:xdelta3 /usr/bin/time:time"
 	$(BIN)/python -m bench.corpus
 	$(BIN)/python -m bench.delta
+
+bench-powercut: $(STAMP) system-tools
+	OTA_POWERCUT_RUNS=1000 $(BIN)/pytest -q -s tests/test_powercut.py
