@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean bench-publish bench-delta bench-powercut system-tools
+.PHONY: test lint demo tufjs clean bench-publish bench-delta bench-powercut bench-install system-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,3 +63,6 @@ bench-delta: $(STAMP)
 
 bench-powercut: $(STAMP) system-tools
 	OTA_POWERCUT_RUNS=1000 $(BIN)/pytest -q -s tests/test_powercut.py
+
+bench-install: $(STAMP)
+	$(BIN)/python -m bench.install

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ota_client.config import SlotConfig
@@ -91,3 +92,74 @@ class SlotWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReadBackWriter:
+    """Sequential writer whose every durable checkpoint is read back and hashed.
+
+    After each ``sync`` the new window is dropped from the page cache and read back from the
+    device by a worker thread, so the hash at the end covers what the slot holds — not what
+    the network sent — while the next window is still downloading. ``restart`` starts over
+    from zero (the server sent a different file).
+    """
+
+    def __init__(self, path: Path, start: int = 0) -> None:
+        self.path = path
+        self.hasher = digest(path, start) if start else hashlib.sha256()
+        self.writer = SlotWriter(path, start)
+        self.verified = start
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="read-back")
+        self._pending: list[Future[None]] = []
+
+    def write(self, data: bytes) -> int:
+        return self.writer.write(data)
+
+    def sync(self) -> None:
+        self.writer.sync()
+        end = self.writer.position
+        if end > self.verified:
+            self._pending.append(self._pool.submit(self._read_back, self.verified, end))
+            self.verified = end
+
+    def _read_back(self, start: int, end: int) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+                f.seek(start)
+                remaining = end - start
+                while remaining:
+                    chunk = f.read(min(READ_CHUNK, remaining))
+                    if not chunk:
+                        raise SlotError(f"{self.path} is shorter than what was written to it")
+                    self.hasher.update(chunk)
+                    remaining -= len(chunk)
+        except OSError as e:
+            raise SlotError(f"reading back {self.path} failed: {e.strerror}") from None
+
+    def _drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def restart(self) -> None:
+        self._drain()
+        self.writer.close()
+        self.writer = SlotWriter(self.path, 0)
+        self.hasher = hashlib.sha256()
+        self.verified = 0
+
+    def finish(self) -> str:
+        """Sync, wait for the read-back, and return the sha256 of everything written."""
+        self.sync()
+        self._drain()
+        return self.hasher.hexdigest()
+
+    def close(self) -> None:
+        try:
+            self._drain()
+        except SlotError:
+            pass
+        finally:
+            self.writer.close()
+            self._pool.shutdown()

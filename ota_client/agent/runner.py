@@ -10,7 +10,6 @@ matched the signed hash. Success is reported only after COMMIT.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -38,7 +37,7 @@ from ota_client.fetch.report import deliver
 from ota_client.fetch.tuf_fetcher import HttpFetcher
 from ota_client.payload.apply import apply_payload
 from ota_client.payload.format import PayloadError, SourceMismatchError
-from ota_client.slots import SlotError, SlotWriter, capacity, digest
+from ota_client.slots import ReadBackWriter, SlotError, SlotWriter, capacity, digest
 from ota_client.verify.image_repo import ImageRepository, TransportError, VerificationError
 
 log = logging.getLogger("ota.client")
@@ -62,26 +61,6 @@ def make_boot(ecu: EcuConfig, data_dir: Path) -> BootControl:
         return uboot
     assert b.state is not None
     return SimulatedBoot(b.state)
-
-
-class _Sink:
-    """A download target that can start over (SlotWriter plus a running hash)."""
-
-    def __init__(self, path: Path, start: int, hasher: Any) -> None:
-        self.path, self.hasher = path, hasher
-        self.writer = SlotWriter(path, start)
-
-    def write(self, data: bytes) -> int:
-        self.hasher.update(data)
-        return self.writer.write(data)
-
-    def sync(self) -> None:
-        self.writer.sync()
-
-    def restart(self) -> None:
-        self.writer.close()
-        self.writer = SlotWriter(self.path, 0)
-        self.hasher = hashlib.sha256()
 
 
 class Agent:
@@ -301,8 +280,7 @@ class Agent:
         f = s.fetch
         assert f is not None
         start = f.received
-        hasher = digest(path, start) if start else hashlib.sha256()
-        sink = _Sink(path, start, hasher)
+        sink = ReadBackWriter(path, start)
         state = [s]
 
         def checkpoint(received: int, etag: str | None) -> None:
@@ -321,9 +299,10 @@ class Agent:
                 transport=self.transport,
                 checkpoint=checkpoint,
             )
+            written = sink.finish()
         finally:
-            sink.writer.close()
-        if sink.hasher.hexdigest() != f.sha256:
+            sink.close()
+        if written != f.sha256:
             state[0] = self._go(state[0], m.Progress(0, None))  # start over next time
             raise VerificationError(f"{f.path}: the download does not match its signed hash")
         return state[0]
@@ -375,8 +354,10 @@ class Agent:
                     )
                 finally:
                     payload.unlink(missing_ok=True)
-            if digest(path, target.length).hexdigest() != target.sha256:
-                raise VerificationError(f"slot {slot} does not hold the signed image after writing")
+                # A delta was written here: read the whole slot back. (A full image was read
+                # back from the slot as it was downloaded.)
+                if digest(path, target.length).hexdigest() != target.sha256:
+                    raise VerificationError(f"slot {slot} does not hold the signed image")
             return m.Installed()
 
         return self._guard(s, work)

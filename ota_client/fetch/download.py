@@ -24,7 +24,7 @@ import aiohttp
 from ota_client import __version__
 
 CHUNK = 256 << 10
-CHECKPOINT = 8 << 20
+CHECKPOINT = 32 << 20
 SPEED_WINDOW = 60.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
