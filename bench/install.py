@@ -44,7 +44,8 @@ def main() -> None:
         subprocess.run([*ota, "repo", "init"], check=True, capture_output=True)
         (work / "release.toml").write_text(
             'bundle = "big"\nversion = "1.0"\n[[images]]\necu = "hu"\nfile = "image.img"\n'
-            'hardware_ids = ["bcm-s32k"]\n')
+            'hardware_ids = ["bcm-s32k"]\n'
+        )
         subprocess.run([*ota, "release", "publish", "-q", str(work / "release.toml")], check=True)
         with serve(home) as url:
             root = work / "vehicle"
@@ -53,14 +54,19 @@ def main() -> None:
             car = Vehicle(root, url.removesuffix("/repo"))
             seconds, rss = timed(f"{PY} -m ota_client -c {car.config} update", work)
             assert car.slot("b").read_bytes()[:size] == image.read_bytes(), "slot b is wrong"
-            copy_s, _ = timed(f"dd if={image} of={work}/copy.img bs=1M conv=fsync status=none", work)
+            dd = f"dd if={image} of={work}/copy.img bs=1M conv=fsync status=none"
+            copy_s, _ = timed(dd, work)
         mbs = size / 1e6
         print(f"| {args.mib} MiB full image | seconds | MB/s | peak RSS MiB |\n|---|---|---|---|")
-        print(f"| ota-client update (download, verify, write, read back, arm, trial, commit) "
-              f"| {seconds:.1f} | {mbs / seconds:.0f} | {rss / 1024:.0f} |")
+        print(
+            f"| ota-client update (download, verify, write, read back, arm, trial, commit) "
+            f"| {seconds:.1f} | {mbs / seconds:.0f} | {rss / 1024:.0f} |"
+        )
         print(f"| dd conv=fsync (copy of the same file) | {copy_s:.1f} | {mbs / copy_s:.0f} | |")
-        print(f"\ninstall speed = {copy_s / seconds:.0%} of an fsync'd copy (want >= 70%); "
-              f"client peak RSS {rss / 1024:.0f} MiB (want <= 64)")
+        print(
+            f"\ninstall speed = {copy_s / seconds:.0%} of an fsync'd copy (want >= 70%); "
+            f"client peak RSS {rss / 1024:.0f} MiB (want <= 64)"
+        )
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def _ecu(data: Any, where: str, base: Path, data_dir: Path) -> EcuConfig:
     )
     boot = BootConfig(
         backend=backend,
-        attempts=b.get("attempts", int, 3, check=lambda v: 1 <= v <= 16),
+        attempts=b.get("attempts", int, 3, check=lambda v: 1 <= v <= 9),
         state=b.path("state", None) or data_dir / f"boot-{serial}.json",
         env=b.path("env", None),
         config=b.path("config", None),

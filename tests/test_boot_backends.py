@@ -7,6 +7,7 @@ environment with the real tool, applies the boot rule and writes back with the r
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -118,3 +119,9 @@ def test_any_sequence_keeps_the_invariants(kind: str, tmp_path: Path, verbs: lis
             assert slot == boot.active_slot() or (slot == trial), (verbs, env)
         tries = boot.read_env().get("ota_tries") or "0"
         assert int(tries) >= 0
+
+
+def test_the_grub_snippet_is_valid_grub_script() -> None:
+    snippet = Path(__file__).parent.parent / "contrib/grub/ota.cfg"
+    result = subprocess.run(["grub-script-check", str(snippet)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -79,7 +79,7 @@ async def _download(
     timeout = aiohttp.ClientTimeout(sock_connect=transport.timeout, sock_read=transport.timeout)
     connector = aiohttp.TCPConnector(ssl=transport.ssl_context())
     async with (
-        aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+        aiohttp.ClientSession(timeout=timeout, connector=connector, read_bufsize=CHUNK) as session,
         session.get(url, headers=headers, allow_redirects=False) as response,
     ):
         position = start
