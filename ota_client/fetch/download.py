@@ -52,6 +52,7 @@ class Transport:
     timeout: float = 30.0
     min_speed: float = 512.0
     ca_file: Path | None = None
+    speed_window: float = SPEED_WINDOW
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if self.ca_file is None:
@@ -108,7 +109,7 @@ async def _download(
                 position += len(chunk)
                 window_bytes += len(chunk)
                 elapsed = time.monotonic() - window_start
-                if elapsed >= SPEED_WINDOW:
+                if elapsed >= transport.speed_window:
                     if window_bytes / elapsed < transport.min_speed:
                         raise SlowRetrievalError(
                             f"{url}: {window_bytes / elapsed:.0f} bytes/s is below the "
