@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from ota_client.atomic import fsync_dir
+from ota_client.atomic import atomic_file
 from ota_client.payload.apply import apply_payload, read_header
 from ota_client.payload.format import OP, PayloadError, parse_op
 from ota_server.cli.render import echo_json, echo_table, progress
@@ -21,21 +21,6 @@ FILE = click.Path(dir_okay=False, path_type=Path)
 @click.group()
 def payload() -> None:
     """Delta and full-image payloads (chunked bsdiff4 / zstd / xz operations)."""
-
-
-def _write_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write through ``write(file)`` into a temporary file, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _check_input(path: Path, what: str) -> None:
@@ -85,26 +70,19 @@ def payload_diff(
     if not full:
         _check_input(source, "source")
     size = target.stat().st_size
-    with progress(size, f"diff {target.name}", enabled=not quiet) as advance:
-        stats = None
-
-        def write(f):  # type: ignore[no-untyped-def]
-            nonlocal stats
-            try:
-                stats = generate(
-                    target,
-                    f,
-                    None if full else source,
-                    chunk_size=chunk_size,
-                    jobs=jobs,
-                    effort=effort,
-                    progress=advance,
-                )
-            except ValueError as e:
-                raise InputError(str(e)) from None
-
-        _write_atomically(out, write)
-    assert stats is not None
+    with progress(size, f"diff {target.name}", enabled=not quiet) as advance, atomic_file(out) as f:
+        try:
+            stats = generate(
+                target,
+                f,
+                None if full else source,
+                chunk_size=chunk_size,
+                jobs=jobs,
+                effort=effort,
+                progress=advance,
+            )
+        except ValueError as e:
+            raise InputError(str(e)) from None
     ratio = stats.payload_size / size if size else 0.0
     click.echo(
         f"{out}: {stats.payload_size} bytes ({ratio:.1%} of the target), "
@@ -130,22 +108,15 @@ def payload_apply(payload_path: Path, output: Path, source: Path | None) -> None
     if source is not None:
         _check_input(source, "source")
 
-    def write(f):  # type: ignore[no-untyped-def]
-        with open(payload_path, "rb") as p, open(source, "rb") if source else _nothing() as s:
-            apply_payload(p, f, s)
-
     try:
-        _write_atomically(output, write)
+        with (
+            atomic_file(output) as f,
+            open(payload_path, "rb") as p,
+            open(source, "rb") if source else nullcontext() as s,
+        ):
+            apply_payload(p, f, s)
     except PayloadError as e:
         raise InputError(f"{payload_path}: {e}") from None
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 @payload.command("info")

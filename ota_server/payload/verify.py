@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 from ota_client.payload.apply import apply_payload
@@ -20,13 +21,5 @@ def verify_payload(payload: Path, target: Path, source: Path | None = None) -> N
     with open(target, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").digest()
         size = f.tell()
-    with open(payload, "rb") as p, open(source, "rb") if source else _null() as s:
+    with open(payload, "rb") as p, open(source, "rb") if source else nullcontext() as s:
         apply_payload(p, _Discard(), s, expect_size=size, expect_sha256=digest)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
