@@ -47,4 +47,25 @@ if ota-client fetch --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.j
   echo "demo failed: the tampered image was accepted" >&2; exit 1
 fi
 echo "tampered image rejected, as it must be"
+step "Vehicle: a body control module on 1.0.0 updates itself (A/B slots, simulated bootloader)"
+car="$OTA_HOME/vehicle"
+mkdir -p "$car"
+cp manifests/examples/images/bcm-1.0.0.bin "$car/slot-a.img"
+cp "$OTA_HOME/repo/metadata/1.root.json" "$car/root.json"
+cat >"$car/client.toml" <<EOF
+vehicle_id = "DEMO0001"
+server = "${url%/repo/}"
+trust_root = "root.json"
+data_dir = "data"
+[[ecus]]
+serial = "BCM-1"
+hardware_id = "bcm-s32k"
+slots = { a = "slot-a.img", b = "slot-b.img", size = 1048576 }
+[[ecus.health]]
+command = ["true"]
+EOF
+ota-client -c "$car/client.toml" check
+ota-client -c "$car/client.toml" -v update
+ota-client -c "$car/client.toml" status
+
 step "Done. State is in $OTA_HOME"
