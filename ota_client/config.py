@@ -14,6 +14,7 @@
     serial = "ECU-0001"
     hardware_id = "bcm-s32k"
     slots = { type = "raw", a = "/dev/mmcblk0p2", b = "/dev/mmcblk0p3" }
+    # application bundles (tar images): type = "directory", a/b folders, current = symlink
     boot = { backend = "uboot", config = "/etc/fw_env.config", cmdline = "/proc/cmdline" }
     trial_deadline = 300                         # seconds for all health checks in a trial boot
     [[ecus.health]]
@@ -55,10 +56,11 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class SlotConfig:
-    type: str  # "raw" (file or block device)
+    type: str  # "raw" (file or block device) or "directory" (application bundles)
     a: Path
     b: Path
     size: int | None = None  # capacity of file slots; block devices report their own
+    current: Path | None = None  # directory slots: the symlink that selects the slot
 
     def path(self, slot: str) -> Path:
         return self.a if slot == "a" else self.b
@@ -66,12 +68,13 @@ class SlotConfig:
 
 @dataclass(frozen=True)
 class BootConfig:
-    backend: str  # simulated | grub | uboot
+    backend: str  # simulated | grub | uboot | symlink (directory slots)
     attempts: int = 3
     state: Path | None = None  # simulated: the JSON file
     env: Path | None = None  # grub: the environment block
     config: Path | None = None  # uboot: fw_env.config
     cmdline: Path | None = None  # grub/uboot: where ota.slot= is read
+    restart: tuple[str, ...] | None = None  # symlink: restarts the application after a flip
 
 
 @dataclass(frozen=True)
@@ -171,17 +174,28 @@ def _ecu(data: Any, where: str, base: Path, data_dir: Path) -> EcuConfig:
         except MetadataFormatError as e:
             raise ConfigError(f"{where}: {e}") from None
     s = _Reader(r.get("slots", dict), f"{where}.slots", base)
-    slot_type = s.get("type", str, "raw", check=lambda v: v == "raw")
+    slot_type = s.get("type", str, "raw", check=lambda v: v in ("raw", "directory"))
     a_path, b_path = s.path("a"), s.path("b")
     assert a_path is not None and b_path is not None
-    slots = SlotConfig(slot_type, a_path, b_path, s.get("size", int, None, check=_positive))
+    slots = SlotConfig(
+        slot_type,
+        a_path,
+        b_path,
+        s.get("size", int, None, check=_positive),
+        s.path("current", None),
+    )
     s.done()
     if slots.a == slots.b:
         raise ConfigError(f"{where}.slots: a and b are the same")
-    b = _Reader(r.get("boot", dict, {"backend": "simulated"}), f"{where}.boot", base)
-    backend = b.get(
-        "backend", str, "simulated", check=lambda v: v in ("simulated", "grub", "uboot")
-    )
+    if (slot_type == "directory") != (slots.current is not None):
+        raise ConfigError(f"{where}.slots: directory slots need current (and only they do)")
+    default_backend = "symlink" if slot_type == "directory" else "simulated"
+    b = _Reader(r.get("boot", dict, {"backend": default_backend}), f"{where}.boot", base)
+    backends = ("symlink",) if slot_type == "directory" else ("simulated", "grub", "uboot")
+    backend = b.get("backend", str, default_backend, check=lambda v: v in backends)
+    restart = b.get("restart", list, None)
+    if restart is not None and (not restart or not all(isinstance(c, str) for c in restart)):
+        raise ConfigError(f"{where}.boot.restart must be a non-empty list of strings")
     boot = BootConfig(
         backend=backend,
         attempts=b.get("attempts", int, 3, check=lambda v: 1 <= v <= 9),
@@ -189,6 +203,7 @@ def _ecu(data: Any, where: str, base: Path, data_dir: Path) -> EcuConfig:
         env=b.path("env", None),
         config=b.path("config", None),
         cmdline=b.path("cmdline", None),
+        restart=tuple(restart) if restart else None,
     )
     b.done()
     if backend == "grub" and (boot.env is None or boot.cmdline is None):

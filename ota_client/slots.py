@@ -8,11 +8,16 @@ decides *when* to write: the agent marks the slot bad first.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import stat
+import tarfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
+from ota_client.atomic import write_atomic
 from ota_client.config import SlotConfig
 
 READ_CHUNK = 1 << 20
@@ -23,7 +28,9 @@ class SlotError(Exception):
 
 
 def capacity(config: SlotConfig, slot: str) -> int | None:
-    """Bytes the slot can hold, or None for a plain file without a configured size."""
+    """Bytes the slot can hold, or None when unknown (a file without a size, a directory)."""
+    if config.type == "directory":
+        return None
     path = config.path(slot)
     try:
         st = os.stat(path)
@@ -163,3 +170,54 @@ class ReadBackWriter:
         finally:
             self.writer.close()
             self._pool.shutdown()
+
+
+# -- directory slots (application bundles) ---------------------------------------------------
+
+MARKER = ".ota-image.json"
+
+
+def _file_digest(f: IO[bytes]) -> str:
+    h = hashlib.sha256()
+    while chunk := f.read(READ_CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def extract_bundle(archive: Path, slot_dir: Path, image: dict[str, object]) -> None:
+    """Replace ``slot_dir``'s content with the (verified) tar ``archive``, then read it back.
+
+    Extraction uses tarfile's "data" filter: absolute names, ``..``, links leaving the slot,
+    devices and set-uid bits are refused. Every extracted file is compared with its archive
+    member; the marker naming the image is written last, so a half-written slot has none.
+    """
+    try:
+        slot_dir.mkdir(parents=True, exist_ok=True)
+        for child in slot_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        with tarfile.open(archive, "r:") as tar:
+            tar.extractall(slot_dir, filter="data")
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                source = tar.extractfile(member)
+                assert source is not None
+                with open(slot_dir / member.name, "rb") as written:
+                    if _file_digest(source) != _file_digest(written):
+                        raise SlotError(f"{member.name} in slot {slot_dir} differs after writing")
+        os.sync()
+    except (tarfile.TarError, OSError) as e:
+        raise SlotError(f"cannot install the bundle into {slot_dir}: {e}") from None
+    write_atomic(slot_dir / MARKER, json.dumps(image).encode())
+
+
+def bundle_marker(slot_dir: Path) -> dict[str, object] | None:
+    """The image a directory slot holds, if it was installed completely."""
+    try:
+        data = json.loads((slot_dir / MARKER).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -16,7 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ota_client.agent import machine as m
 from ota_client.agent.health import run_checks
 from ota_client.agent.select import Candidate, Choice, choose, identify, installed_lengths
 from ota_client.agent.store import Outbox, StateStore
-from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, UBootBoot
+from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, SymlinkBoot, UBootBoot
 from ota_client.boot.rules import BootError, other
 from ota_client.config import ClientConfig, EcuConfig
 from ota_client.fetch.download import (
@@ -37,7 +37,15 @@ from ota_client.fetch.report import deliver
 from ota_client.fetch.tuf_fetcher import HttpFetcher
 from ota_client.payload.apply import apply_payload
 from ota_client.payload.format import PayloadError, SourceMismatchError
-from ota_client.slots import ReadBackWriter, SlotError, SlotWriter, capacity, digest
+from ota_client.slots import (
+    ReadBackWriter,
+    SlotError,
+    SlotWriter,
+    bundle_marker,
+    capacity,
+    digest,
+    extract_bundle,
+)
 from ota_client.verify.image_repo import ImageRepository, TransportError, VerificationError
 
 log = logging.getLogger("ota.client")
@@ -60,6 +68,11 @@ def make_boot(ecu: EcuConfig, data_dir: Path) -> BootControl:
         uboot.ensure()
         return uboot
     assert b.state is not None
+    if b.backend == "symlink":
+        assert ecu.slots.current is not None
+        return SymlinkBoot(
+            b.state, ecu.slots.current, {"a": ecu.slots.a, "b": ecu.slots.b}, b.restart
+        )
     return SimulatedBoot(b.state)
 
 
@@ -78,7 +91,9 @@ class Agent:
         self.outbox = Outbox(data / "outbox.json")
         self.downloads = data / "downloads"
         self.boot = make_boot(ecu, data)
-        self.emulate = ecu.boot.backend == "simulated" if emulate_reboot is None else emulate_reboot
+        self.bundles = ecu.slots.type == "directory"
+        simulated = ecu.boot.backend in ("simulated", "symlink")  # a flip, not a real reboot
+        self.emulate = simulated if emulate_reboot is None else emulate_reboot
         self._repo: ImageRepository | None = None
         self._last: m.Event | None = None
         self.transport = Transport(
@@ -241,6 +256,12 @@ class Agent:
         if s.installed is not None:
             return s.installed
         active = self.ecu.slots.path(self.boot.active_slot())
+        if self.bundles:
+            marker = bundle_marker(active)
+            try:
+                return None if marker is None else m.Image(**marker)  # type: ignore[arg-type]
+            except TypeError:
+                return None
         digests = {}
         for length in installed_lengths(pool, self.ecu.hardware_id):
             try:
@@ -249,18 +270,26 @@ class Agent:
                 continue
         return identify(pool, self.ecu.hardware_id, digests)
 
+    def _choose(
+        self, pool: list[Candidate], installed: m.Image | None, s: m.UpdateState
+    ) -> Choice | None:
+        choice = choose(pool, self.ecu.hardware_id, installed, s.max_counter, s.rejected)
+        if choice is not None and self.bundles:
+            return replace(choice, fetch=choice.full)  # bundles are extracted, not patched
+        return choice
+
     def check(self) -> tuple[m.Image | None, Choice | None]:
         """What is installed and what would be installed next (no state change)."""
         s = self.store.load()
         pool = self._candidates()
         installed = self._installed(s, pool)
-        return installed, choose(pool, self.ecu.hardware_id, installed, s.max_counter, s.rejected)
+        return installed, self._choose(pool, installed, s)
 
     def _check(self, s: m.UpdateState) -> m.UpdateState:
         def work() -> m.Event:
             pool = self._candidates()
             installed = self._installed(s, pool)
-            choice = choose(pool, self.ecu.hardware_id, installed, s.max_counter, s.rejected)
+            choice = self._choose(pool, installed, s)
             if choice is None:
                 return m.NoUpdate(installed)
             slot = other(self.boot.active_slot())
@@ -313,12 +342,12 @@ class Agent:
 
         def work() -> m.Event:
             nonlocal s
-            if f.kind == "full":
+            if f.kind == "full" and not self.bundles:
                 self.boot.mark_bad(slot)  # the slot is written from here on
                 s = self._fetch_into(s, self.ecu.slots.path(slot))
             else:
                 self.downloads.mkdir(parents=True, exist_ok=True)
-                s = self._fetch_into(s, self.downloads / f"{f.sha256}.payload")
+                s = self._fetch_into(s, self._staged(f))
             return m.Downloaded()
 
         return self._guard(s, work)
@@ -330,8 +359,12 @@ class Agent:
 
         def work() -> m.Event:
             self.boot.mark_bad(slot)
-            if f.kind == "delta":
-                payload = self.downloads / f"{f.sha256}.payload"
+            if self.bundles:
+                archive = self._staged(f)
+                extract_bundle(archive, path, asdict(target))
+                archive.unlink(missing_ok=True)
+            elif f.kind == "delta":
+                payload = self._staged(f)
                 active = self.ecu.slots.path(other(slot))
                 try:
                     with (
@@ -361,6 +394,10 @@ class Agent:
             return m.Installed()
 
         return self._guard(s, work)
+
+    def _staged(self, f: m.Fetch) -> Path:
+        """Where a delta payload or a bundle archive waits between DOWNLOAD and INSTALL."""
+        return self.downloads / f"{f.sha256}.{f.kind}"
 
     # -- REBOOT / TRIAL / ROLLBACK ----------------------------------------------------------
 

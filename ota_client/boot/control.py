@@ -17,6 +17,7 @@ file in tests, where ``emulate_reboot`` plays the bootloader with the real tools
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -24,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
-from ota_client.atomic import write_atomic
+from ota_client.atomic import fsync_dir, write_atomic
 from ota_client.boot import rules
 from ota_client.boot.rules import BootError, Env
 
@@ -126,6 +127,43 @@ class SimulatedBoot(BootControl):
 
     def _set_booted(self, slot: str) -> None:
         self.write_env({"booted": slot})
+
+
+class SymlinkBoot(SimulatedBoot):
+    """Boot control for directory slots (application bundles): the same rules, where "booting"
+    a slot is pointing the ``current`` symlink at it (atomically) and restarting the app."""
+
+    name = "symlink"
+
+    def __init__(
+        self,
+        path: Path,
+        current: Path,
+        slots: Mapping[str, Path],
+        restart: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__(path)
+        self.current, self.slots, self.restart = current, slots, restart
+
+    def booted_slot(self) -> str:
+        try:
+            target = os.readlink(self.current)
+        except OSError:
+            return super().booted_slot()
+        for slot, path in self.slots.items():
+            if Path(target) == path:
+                return slot
+        raise BootError(f"{self.current} points at {target}, which is no slot")
+
+    def _set_booted(self, slot: str) -> None:
+        tmp = self.current.with_name(f".{self.current.name}.new")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.slots[slot], tmp)
+        os.replace(tmp, self.current)
+        fsync_dir(self.current.parent)
+        super()._set_booted(slot)
+        if self.restart:
+            _run(list(self.restart), "restart the application")
 
 
 def _run(args: list[str], what: str) -> str:
