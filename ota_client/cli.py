@@ -25,7 +25,7 @@ import click
 
 from ota_client import __version__
 from ota_client.agent.runner import Agent, agents
-from ota_client.agent.store import StateError
+from ota_client.agent.store import StateError, exclusive
 from ota_client.boot.rules import BootError
 from ota_client.config import ClientConfig, ConfigError, load_config
 from ota_client.fetch.tuf_fetcher import HttpFetcher
@@ -93,9 +93,13 @@ def update(ctx: click.Context, emulate_reboot: bool | None) -> None:
       ota-client -c client.toml update
     """
     failed = []
-    for agent in _emulate(_config(ctx), emulate_reboot):
-        agent.on_boot()
-        state = agent.cycle()
+    config = _config(ctx)
+    with exclusive(config.data_dir):
+        states = []
+        for agent in _emulate(config, emulate_reboot):
+            agent.on_boot()
+            states.append((agent, agent.cycle()))
+    for agent, state in states:
         line = f"{agent.ecu.serial}: {state.state}"
         if state.installed:
             line += (
@@ -121,9 +125,11 @@ def boot(ctx: click.Context, emulate_reboot: bool | None) -> None:
     Example (systemd, before ota-client run):
       ExecStartPre=/usr/bin/ota-client boot
     """
-    for agent in _emulate(_config(ctx), emulate_reboot):
-        state = agent.on_boot()
-        click.echo(f"{agent.ecu.serial}: {state.state}")
+    config = _config(ctx)
+    with exclusive(config.data_dir, wait=60):
+        for agent in _emulate(config, emulate_reboot):
+            state = agent.on_boot()
+            click.echo(f"{agent.ecu.serial}: {state.state}")
 
 
 @main.command()
@@ -138,13 +144,15 @@ def run(ctx: click.Context, once: bool) -> None:
     """
     config = _config(ctx)
     workers = agents(config)
-    for agent in workers:
-        agent.on_boot()
-    while True:
+    with exclusive(config.data_dir, wait=600):
         for agent in workers:
-            state = agent.cycle()
-            if state.error:
-                click.echo(f"{agent.ecu.serial}: {state.error}", err=True)
+            agent.on_boot()
+    while True:
+        with exclusive(config.data_dir, wait=600):  # released while sleeping
+            for agent in workers:
+                state = agent.cycle()
+                if state.error:
+                    click.echo(f"{agent.ecu.serial}: {state.error}", err=True)
         if once:
             return
         jitter = 1 + random.uniform(-config.poll_jitter, config.poll_jitter)  # noqa: S311
@@ -233,8 +241,10 @@ def reboot(ctx: click.Context) -> None:
     Example:
       ota-client reboot && ota-client boot
     """
-    for agent in agents(_config(ctx)):
-        click.echo(f"{agent.ecu.serial}: booted slot {agent.boot.emulate_reboot()}")
+    config = _config(ctx)
+    with exclusive(config.data_dir, wait=60):
+        for agent in agents(config):
+            click.echo(f"{agent.ecu.serial}: booted slot {agent.boot.emulate_reboot()}")
 
 
 @main.command()

@@ -246,3 +246,13 @@ def test_image_hash_of_running_slot(tmp_path: Path, home: Path, server: str) -> 
     car = vehicle(tmp_path, home, server)
     plan = json.loads(car.client("check", "--json").stdout)[0]
     assert plan["installed"]["sha256"] == hashlib.sha256(V1).hexdigest()
+
+
+def test_one_client_at_a_time(tmp_path: Path, home: Path, server: str) -> None:
+    from ota_client.agent.store import exclusive
+
+    car = vehicle(tmp_path, home, server)
+    with exclusive(car.root / "data"):
+        result = car.update()
+    assert result.exit_code == 1 and "another ota-client" in result.output
+    assert car.update().exit_code == 0  # once the other one is done

@@ -6,7 +6,12 @@ the active slot is left alone (the bootloader keeps booting it).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +73,25 @@ class Outbox:
     def _write(self, items: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(items, indent=1).encode())
+
+
+@contextmanager
+def exclusive(data_dir: Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the client's lock (``data_dir/lock``): one process drives the slots at a time."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateError(
+                        "another ota-client is working on this vehicle; try again when it is done"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
