@@ -278,18 +278,16 @@ class Agent:
             return replace(choice, fetch=choice.full)  # bundles are extracted, not patched
         return choice
 
-    def check(self) -> tuple[m.Image | None, Choice | None]:
+    def check(self, s: m.UpdateState | None = None) -> tuple[m.Image | None, Choice | None]:
         """What is installed and what would be installed next (no state change)."""
-        s = self.store.load()
+        s = s or self.store.load()
         pool = self._candidates()
         installed = self._installed(s, pool)
         return installed, self._choose(pool, installed, s)
 
     def _check(self, s: m.UpdateState) -> m.UpdateState:
         def work() -> m.Event:
-            pool = self._candidates()
-            installed = self._installed(s, pool)
-            choice = self._choose(pool, installed, s)
+            installed, choice = self.check(s)
             if choice is None:
                 return m.NoUpdate(installed)
             slot = other(self.boot.active_slot())

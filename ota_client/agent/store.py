@@ -6,10 +6,7 @@ the active slot is left alone (the bootloader keeps booting it).
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 
 from ota_client.agent.machine import UpdateState
 from ota_client.atomic import write_atomic
+from ota_client.locking import file_lock
 
 
 class StateError(Exception):
@@ -78,20 +76,9 @@ class Outbox:
 @contextmanager
 def exclusive(data_dir: Path, *, wait: float = 0.0) -> Iterator[None]:
     """Hold the client's lock (``data_dir/lock``): one process drives the slots at a time."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StateError(
-                        "another ota-client is working on this vehicle; try again when it is done"
-                    ) from None
-                time.sleep(0.1)
+    with file_lock(data_dir / "lock", wait=wait) as held:
+        if not held:
+            raise StateError(
+                "another ota-client is working on this vehicle; try again when it is done"
+            )
         yield
-    finally:
-        os.close(fd)

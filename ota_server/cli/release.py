@@ -14,7 +14,6 @@ from ota_server.repository.publish import (
     PublishResult,
     publish_release,
     publish_work,
-    read_manifest,
 )
 from ota_server.repository.store import FileRepository
 
@@ -38,10 +37,7 @@ def release_publish(cli: CliContext, manifest: Path, as_json: bool, quiet: bool)
     Example:
       ota release publish manifests/examples/body-control-1.1.0.toml
     """
-    parsed, files = read_manifest(manifest)
-    total = sum(f.stat().st_size for f in files if f.is_file())
-    label = f"publishing {parsed.bundle} {parsed.version}"
-    with progress(total, label, enabled=not (quiet or as_json)) as advance:
+    with progress(0, f"publishing {manifest.name}", enabled=not (quiet or as_json)) as advance:
         result = publish_release(
             cli.config.layout,
             cli.keys,

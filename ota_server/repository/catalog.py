@@ -35,7 +35,6 @@ class Release:
 @dataclass
 class Catalog:
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
-    foreign: list[str] = field(default_factory=list)  # targets without our custom fields
     _counters: dict[str, int] | None = field(default=None, repr=False)
 
     @classmethod
@@ -46,8 +45,7 @@ class Catalog:
                 try:
                     custom = TargetCustom.from_dict(info.custom)
                 except MetadataFormatError:
-                    catalog.foreign.append(path)
-                    continue
+                    continue  # not one of ours (no or foreign custom fields)
                 catalog.entries[path] = CatalogEntry(path, role, info.length, info.hashes, custom)
         return catalog
 

@@ -13,10 +13,8 @@ Files written (consistent snapshots, DESIGN §7): ``metadata/N.root.json``, ``N.
 from __future__ import annotations
 
 import copy
-import fcntl
 import os
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from ota_client.locking import file_lock
 from ota_server.config import ExpiryPolicy, Layout
 from ota_server.errors import KeyStoreError, RepositoryStateError
 from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
@@ -291,36 +290,6 @@ class FileRepository(Repository):
         self._changed.clear()
 
 
-class RepoLock:
-    """One writer at a time per server home (an advisory ``flock`` on ``state/lock``)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
-
-    @contextmanager
-    def hold(self, *, wait: float = 30.0) -> Iterator[bool]:
-        """Yield True once the lock is held; False if ``wait`` passed (0 = do not wait)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.05)
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-
 @contextmanager
 def writing(
     layout: Layout,
@@ -336,7 +305,7 @@ def writing(
     The caller edits the repository, stages files into the transaction and returns; the change
     is then saved and committed as one unit. Any exception leaves the repository untouched.
     """
-    with RepoLock(layout.state).hold(wait=wait) as held:
+    with file_lock(layout.state / "lock", wait=wait) as held:
         if not held:
             raise RepositoryStateError(
                 "another ota command is changing this repository; try again when it is done"

@@ -68,10 +68,6 @@ class Transaction:
     def write(self, final: Path, data: bytes, *, replace: bool = False) -> None:
         self._ops.append(_Op(final, data=data, replace=replace))
 
-    @property
-    def empty(self) -> bool:
-        return not self._ops
-
     def commit(self) -> None:
         if not self._ops:
             self._cleanup()
