@@ -36,7 +36,12 @@ from ota_client.metadata import MetadataFormatError, check_identifier
 MAX_DEPTH = 32  # nesting of tables and arrays in any file we read
 MAX_STRING = 4096  # characters in one string value (paths, commands, URLs)
 MAX_SHOWN = 80  # characters of a bad value quoted in an error message
-_DOTTED = re.compile(r"""(?:(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*){32,}""")
+# 33 or more dotted key parts. Possessive quantifiers and the look-behind (a bare key starts
+# only where a run of key characters starts) keep the search linear: a plain ``[...]+`` here
+# backtracks over every suffix of a long word (a 256 KB value took minutes).
+_DOTTED = re.compile(
+    r"""(?<![A-Za-z0-9_-])(?:(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')[ \t]*+\.[ \t]*+){32}"""
+)
 
 T = TypeVar("T")
 
@@ -190,6 +195,7 @@ class Reader:
         self.used: set[str] = set()
 
     def name(self, key: str) -> str:
+        key = key if len(key) <= MAX_SHOWN else key[: MAX_SHOWN - 1] + "…"
         return f"{self.where}.{key}" if self.where else key
 
     def fail(self, key: str, message: str) -> FormatError:
