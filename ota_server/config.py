@@ -1,19 +1,35 @@
 """Server configuration: where state lives (``$OTA_HOME``) and the optional ``config.toml``.
 
 Config is a frozen value built once by the CLI and passed down; nothing reads the environment
-or the file system behind the caller's back.
+or the file system behind the caller's back. ``config.toml`` is read through the shared strict
+reader (``ota_client.strict``): size-capped, regular files only, every number finite and inside
+the range documented next to it (and in the README's Limits), strings without NUL, unknown keys
+refused. Any fault is one ``ConfigError`` naming the key.
 """
 
 from __future__ import annotations
 
-import tomllib
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ota_client.strict import FormatError, Reader, load_toml, parse_toml
 from ota_server.errors import ConfigError
+
+MAX_CONFIG_BYTES = 64 << 10
+EXPIRY_DAYS = (0.01, 3660.0)  # metadata lifetimes: 15 minutes to 10 years
+REFRESH_FRACTION = (0.01, 0.99)
+MAX_RATIO = (0.01, 1.0)
+CHUNK_SIZE = (4096, 4 << 20)
+MAX_SOURCES = 64
+MAX_JOBS = 64  # and never more than the machine's cores or the chunks to encode
+REFRESH_INTERVAL = (1.0, 86400.0)  # seconds
+MAX_HOST = 253
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 
 DEFAULT_EXPIRY_DAYS: Mapping[str, float] = {
     "root": 365,
@@ -103,105 +119,97 @@ class ServerConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
-def _table(data: Mapping[str, Any], name: str, allowed: set[str]) -> Mapping[str, Any]:
-    value = data.get(name, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config.toml: [{name}] must be a table")
-    if unknown := set(value) - allowed:
-        raise ConfigError(f"config.toml: unknown setting {name}.{sorted(unknown)[0]}")
+def check_host(value: str) -> str:
+    """An address to listen on: an IP address or a DNS name (no ports, paths or spaces)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > MAX_HOST or not _HOSTNAME.fullmatch(value):
+        raise FormatError("must be an IP address or a host name")
     return value
 
 
-def _number(value: object, where: str, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= minimum:
-        raise ConfigError(f"config.toml: {where} must be a number > {minimum:g}")
-    return float(value)
+def _expiry(r: Reader) -> ExpiryPolicy:
+    days = dict(DEFAULT_EXPIRY_DAYS)
+    table = r.table("expiry_days", {})
+    for role in DEFAULT_EXPIRY_DAYS:
+        days[role] = table.number(role, days[role], low=EXPIRY_DAYS[0], high=EXPIRY_DAYS[1])
+    if unknown := sorted(set(table.data) - set(DEFAULT_EXPIRY_DAYS)):
+        raise FormatError(
+            f"unknown role {table.name(str(unknown[0]))} (roles: {', '.join(DEFAULT_EXPIRY_DAYS)})"
+        )
+    fraction = r.number("refresh_fraction", 0.5, low=REFRESH_FRACTION[0], high=REFRESH_FRACTION[1])
+    r.done()
+    return ExpiryPolicy(days=days, refresh_fraction=fraction)
 
 
-def parse_config(home: Path, text: str) -> ServerConfig:
+def _deltas(r: Reader) -> DeltaPolicy:
+    base = DeltaPolicy()
+    jobs = r.integer("jobs", None, low=1, high=MAX_JOBS)
+    policy = DeltaPolicy(
+        sources=r.integer("sources", base.sources, low=0, high=MAX_SOURCES),
+        max_ratio=r.number("max_ratio", base.max_ratio, low=MAX_RATIO[0], high=MAX_RATIO[1]),
+        chunk_size=r.integer("chunk_size", base.chunk_size, low=CHUNK_SIZE[0], high=CHUNK_SIZE[1]),
+        effort=r.string("effort", base.effort, choices=("best", "fast")),
+        jobs=jobs,
+    )
+    r.done()
+    return policy
+
+
+def _serve(r: Reader) -> ServeConfig:
+    base = ServeConfig()
+    config = ServeConfig(
+        host=r.string("host", base.host, max_len=MAX_HOST, check=check_host),
+        port=r.integer("port", base.port, low=0, high=65535),
+        tls_cert=r.path("tls_cert", None),
+        tls_key=r.path("tls_key", None),
+        refresh_interval=r.number(
+            "refresh_interval",
+            base.refresh_interval,
+            low=REFRESH_INTERVAL[0],
+            high=REFRESH_INTERVAL[1],
+        ),
+    )
+    r.done()
+    return config
+
+
+def config_from_data(home: Path, data: Mapping[str, Any]) -> ServerConfig:
+    """Build a ServerConfig from a decoded config.toml (pure)."""
+    try:
+        r = Reader(data, "", base=home)
+        if unknown := sorted(set(data) - {"repository", "deltas", "serve"}):
+            raise FormatError(f"unknown section [{r.name(str(unknown[0]))}]")
+        config = ServerConfig(
+            layout=Layout(home),
+            expiry=_expiry(r.table("repository", {})),
+            deltas=_deltas(r.table("deltas", {})),
+            serve=_serve(r.table("serve", {})),
+        )
+    except FormatError as e:
+        raise ConfigError(f"config.toml: {e}") from None
+    return config
+
+
+def parse_config(home: Path, text: str | bytes) -> ServerConfig:
     """Build a ServerConfig from the text of config.toml (pure)."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config.toml: {e}") from e
-    if unknown := set(data) - {"repository", "deltas", "serve"}:
-        raise ConfigError(f"config.toml: unknown section [{sorted(unknown)[0]}]")
-
-    repo = _table(data, "repository", {"expiry_days", "refresh_fraction"})
-    days = dict(DEFAULT_EXPIRY_DAYS)
-    expiry_days = repo.get("expiry_days", {})
-    if not isinstance(expiry_days, Mapping):
-        raise ConfigError("config.toml: repository.expiry_days must be a table")
-    for role, value in expiry_days.items():
-        if role not in DEFAULT_EXPIRY_DAYS:
-            raise ConfigError(f"config.toml: unknown role repository.expiry_days.{role}")
-        days[role] = _number(value, f"repository.expiry_days.{role}")
-    fraction = _number(repo.get("refresh_fraction", 0.5), "repository.refresh_fraction")
-    if fraction >= 1:
-        raise ConfigError("config.toml: repository.refresh_fraction must be below 1")
-
-    deltas = _parse_deltas(
-        _table(data, "deltas", {"sources", "max_ratio", "chunk_size", "effort", "jobs"})
-    )
-    serve = _table(data, "serve", {"host", "port", "tls_cert", "tls_key", "refresh_interval"})
-    port = serve.get("port", 8443)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError("config.toml: serve.port must be an integer 0-65535")
-    paths: dict[str, Path | None] = {}
-    for key in ("tls_cert", "tls_key"):
-        value = serve.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config.toml: serve.{key} must be a path")
-        paths[key] = None if value is None else home / value
-    host = serve.get("host", "127.0.0.1")
-    if not isinstance(host, str):
-        raise ConfigError("config.toml: serve.host must be a string")
-    return ServerConfig(
-        layout=Layout(home),
-        expiry=ExpiryPolicy(days=days, refresh_fraction=fraction),
-        deltas=deltas,
-        serve=ServeConfig(
-            host=host,
-            port=port,
-            tls_cert=paths["tls_cert"],
-            tls_key=paths["tls_key"],
-            refresh_interval=_number(serve.get("refresh_interval", 600), "serve.refresh_interval"),
-        ),
-    )
-
-
-def _integer(value: object, where: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"config.toml: {where} must be an integer {low}-{high}")
-    return value
-
-
-def _parse_deltas(table: Mapping[str, Any]) -> DeltaPolicy:
-    base = DeltaPolicy()
-    ratio = _number(table.get("max_ratio", base.max_ratio), "deltas.max_ratio")
-    if ratio > 1:
-        raise ConfigError("config.toml: deltas.max_ratio must be at most 1")
-    effort = table.get("effort", base.effort)
-    if effort not in ("best", "fast"):
-        raise ConfigError('config.toml: deltas.effort must be "best" or "fast"')
-    jobs = table.get("jobs")
-    return DeltaPolicy(
-        sources=_integer(table.get("sources", base.sources), "deltas.sources", 0, 64),
-        max_ratio=ratio,
-        chunk_size=_integer(
-            table.get("chunk_size", base.chunk_size), "deltas.chunk_size", 4096, 4 << 20
-        ),
-        effort=effort,
-        jobs=None if jobs is None else _integer(jobs, "deltas.jobs", 1, 256),
-    )
+        data = parse_toml(text, "config.toml", limit=MAX_CONFIG_BYTES)
+    except FormatError as e:
+        raise ConfigError(str(e)) from None
+    return config_from_data(home, data)
 
 
 def load_config(home: Path) -> ServerConfig:
+    """The config of ``home``: defaults if there is no config.toml, else what it says."""
     layout = Layout(home)
     try:
-        text = layout.config_file.read_text(encoding="utf-8")
+        data = load_toml(layout.config_file, "config.toml", limit=MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return ServerConfig(layout=layout)
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {layout.config_file}: {e}") from e
-    return parse_config(home, text)
+    except FormatError as e:
+        raise ConfigError(str(e)) from None
+    return config_from_data(home, data)

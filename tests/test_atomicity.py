@@ -138,7 +138,7 @@ def test_recovery_of_a_journal_left_by_a_dead_process(
         original(self, op)
 
     monkeypatch.setattr(transaction.Transaction, "_run_op", die_on_third)
-    monkeypatch.setattr(transaction, "recover", lambda _d: None)  # the dying process can't recover
+    monkeypatch.setattr(transaction, "recover", lambda *_a: None)  # the dying process can't recover
     with pytest.raises(KeyboardInterrupt):
         publish.publish_release(
             store.Layout(base_home), _keys(base_home), store.ExpiryPolicy(), MANIFEST

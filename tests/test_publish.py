@@ -159,7 +159,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[Path, str]]:
         "malformed toml": (write_manifest(d / "d", "bundle = [", img), "malformed TOML"),
         "unknown field": (
             write_manifest(d / "e", manifest_text(extra="colour = 1"), img),
-            "unknown field",
+            "unknown setting colour",
         ),
         "empty bundle": (write_manifest(d / "f", 'bundle = "b"\nversion = "1"\n', img), "empty"),
         "version backwards": (write_manifest(d / "g", manifest_text("1.0.5"), img), "not newer"),
@@ -178,15 +178,15 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[Path, str]]:
         ),
         "traversal in ecu": (
             write_manifest(d / "k", manifest_text(ecu="../../etc"), img),
-            "invalid ECU role",
+            "not a valid ECU role",
         ),
         "absolute hardware id": (
             write_manifest(d / "l", manifest_text(hwid="/etc"), img),
-            "invalid hardware id",
+            "not a valid hardware id",
         ),
         "unicode look-alike": (
             write_manifest(d / "m", manifest_text(hwid="bсm-s32k"), img),
-            "invalid hardware id",
+            "not a valid hardware id",
         ),
         "not utf-8": (write_manifest(d / "n", "", img), "not UTF-8"),
     }

@@ -4,6 +4,10 @@ Rotations follow TUF: the new root version is signed by a threshold of the old r
 *and* of the new one, so clients holding any earlier root can walk the chain forward. New key
 files are written before the metadata that names them; if the change fails they are removed,
 and the replaced keys are retired (kept, never used again) only once it has committed.
+
+Every input (config, key ring, metadata, key files, passphrase) is read and checked before the
+first durable write; the key ring is read under the repository lock, so the update written
+after the commit starts from what was checked.
 """
 
 from __future__ import annotations
@@ -38,11 +42,20 @@ def init_keys(
         raise KeyStoreError(f"{keys.directory} already holds keys (use 'ota keys rotate')")
     check_threshold("root", root_threshold, root_keys)
     roles: dict[str, RoleKeys] = {}
-    for role in TOP_LEVEL_ROLES:
-        count, threshold = (root_keys, root_threshold) if role == "root" else (1, 1)
-        new = [keys.generate(role, encrypted=not dev) for _ in range(count)]
-        roles[role] = RoleKeys(threshold, tuple(k.keyid for k in new))
-    keys.write_keyring(roles, dev=dev)
+    made: list[tuple[str, str]] = []
+    try:
+        for role in TOP_LEVEL_ROLES:
+            count, threshold = (root_keys, root_threshold) if role == "root" else (1, 1)
+            new = []
+            for _ in range(count):
+                new.append(keys.generate(role, encrypted=not dev))
+                made.append((role, new[-1].keyid))
+            roles[role] = RoleKeys(threshold, tuple(k.keyid for k in new))
+        keys.write_keyring(roles, dev=dev)
+    except BaseException:
+        for role, keyid in made:
+            keys.discard(role, keyid)
+        raise
     return roles
 
 
@@ -64,8 +77,10 @@ class RotationReport:
     root_version: int
 
 
-def _new_keys(keys: KeyStore, role: str, count: int) -> list[SSlibKey]:
-    return [keys.generate(role, encrypted=not keys.dev) for _ in range(count)]
+def _new_keys(keys: KeyStore, role: str, count: int, *, dev: bool, into: list[SSlibKey]) -> None:
+    """Generate ``count`` keys for ``role`` into ``into`` (so a failure part-way can undo)."""
+    for _ in range(count):
+        into.append(keys.generate(role, encrypted=not dev))
 
 
 def rotate_keys(
@@ -82,6 +97,7 @@ def rotate_keys(
     new: list[SSlibKey] = []
     try:
         with writing(layout, keys, policy, now=now) as (repo, _txn):
+            roles, dev = keys.roles(), keys.dev  # checked before anything is written
             top_level = role in TOP_LEVEL_ROLES
             delegator = repo.delegator(role) if top_level else repo.targets()
             if not top_level and role not in {r.name for r in repo.delegated_roles()}:
@@ -94,7 +110,8 @@ def rotate_keys(
             check_threshold(role, threshold, count)
             # The delegator's current keys must sign the change (for root: the old root keys).
             repo.require_signing("root" if top_level else "targets")
-            new = _new_keys(keys, role, count)
+            keys.check_retire(role, old.keyids)
+            _new_keys(keys, role, count, dev=dev, into=new)
             if top_level:
                 with repo.edit_root() as root:
                     for keyid in old.keyids:
@@ -124,9 +141,8 @@ def rotate_keys(
         raise
     for keyid in old.keyids:
         keys.retire(role, keyid)
-    roles = keys.roles()
     roles[role] = RoleKeys(threshold, tuple(k.keyid for k in new))
-    keys.write_keyring(roles, dev=keys.dev)
+    keys.write_keyring(roles, dev=dev)
     return RotationReport(role, tuple(old.keyids), roles[role].keyids, threshold, root_version)
 
 
@@ -150,10 +166,11 @@ def add_delegation(
     new: list[SSlibKey] = []
     try:
         with writing(layout, keys, policy, now=now) as (repo, _txn):
+            roles, dev = keys.roles(), keys.dev  # checked before anything is written
             if name in {r.name for r in repo.delegated_roles()}:
                 raise InputError(f"role {name!r} already exists (use 'ota keys rotate {name}')")
             repo.require_signing("targets")
-            new = _new_keys(keys, name, count)
+            _new_keys(keys, name, count, dev=dev, into=new)
             with repo.edit_targets() as targets:
                 if targets.delegations is None:
                     targets.delegations = Delegations(keys={}, roles={})
@@ -171,7 +188,6 @@ def add_delegation(
         for key in new:
             keys.discard(name, key.keyid)
         raise
-    roles = keys.roles()
     roles[name] = RoleKeys(threshold, tuple(k.keyid for k in new))
-    keys.write_keyring(roles, dev=keys.dev)
+    keys.write_keyring(roles, dev=dev)
     return roles[name]

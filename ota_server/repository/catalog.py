@@ -44,8 +44,8 @@ class Catalog:
             for path, info in targets.targets.items():
                 try:
                     custom = TargetCustom.from_dict(info.custom)
-                except MetadataFormatError:
-                    continue  # not one of ours (no or foreign custom fields)
+                except (MetadataFormatError, TypeError, ValueError):
+                    continue  # not one of ours (no, foreign or damaged custom fields)
                 catalog.entries[path] = CatalogEntry(path, role, info.length, info.hashes, custom)
         return catalog
 

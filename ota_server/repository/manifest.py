@@ -10,14 +10,14 @@
     # name = "bcm"                   # optional: names the target (default: the ECU role)
     # release_counter = 7            # optional: default is one above the latest for these ids
 
-Parsing is pure (text in, value or ``InputError`` out) and strict: unknown fields, wrong types
-and unsafe names are errors that name the offending field.
+Parsing is pure (text in, value or ``InputError`` out) and strict: it goes through the shared
+strict reader (``ota_client.strict``: size cap, depth cap, no hostile TOML shapes), and unknown
+fields, wrong types, out-of-range numbers and unsafe names are errors that name the field.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -26,11 +26,13 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from ota_client.metadata import MetadataFormatError, check_identifier
-from ota_client.metadata.fields import MAX_HARDWARE_IDS, check_version
+from ota_client.metadata.fields import MAX_HARDWARE_IDS, MAX_RELEASE_COUNTER, check_version
+from ota_client.strict import FormatError, Reader, parse_toml, show
 from ota_server.errors import InputError
 
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_IMAGES = 1024
+MAX_FILE_PATH = 4096
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 
@@ -65,75 +67,60 @@ def parse_version(text: str) -> Version:
         return Version(text)
     except InvalidVersion:
         raise InputError(
-            f"version {text!r} is not a comparable version (e.g. 1.4.0, 2024.11.2, 3.0.0rc1)"
+            f"version {show(text)} is not a comparable version (e.g. 1.4.0, 2024.11.2, 3.0.0rc1)"
         ) from None
 
 
-def _check(where: str, kind: str, value: object) -> str:
-    try:
-        return check_identifier(kind, value)
-    except MetadataFormatError as e:
-        raise InputError(f"{where}: {e}") from None
-
-
-def _parse_image(i: int, data: object) -> ImageSpec:
-    where = f"images[{i}]"
-    if not isinstance(data, Mapping):
-        raise InputError(f"{where} must be a table")
-    allowed = {"ecu", "name", "file", "hardware_ids", "release_counter"}
-    if unknown := set(data) - allowed:
-        raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-    for key in ("ecu", "file", "hardware_ids"):
-        if key not in data:
-            raise InputError(f"{where}: missing field {key!r}")
-    ecu = _check(f"{where}.ecu", "ECU role", data["ecu"])
-    name = _check(f"{where}.name", "image name", data.get("name", ecu))
-    file = data["file"]
-    if not isinstance(file, str) or not file or "\0" in file:
-        raise InputError(f"{where}.file must be a non-empty path")
-    hwids = data["hardware_ids"]
-    if not isinstance(hwids, list) or not 1 <= len(hwids) <= MAX_HARDWARE_IDS:
-        raise InputError(f"{where}.hardware_ids must list 1-{MAX_HARDWARE_IDS} hardware ids")
-    checked = tuple(_check(f"{where}.hardware_ids", "hardware id", h) for h in hwids)
+def _parse_image(r: Reader) -> ImageSpec:
+    ecu = r.identifier("ecu", "ECU role")
+    name = r.identifier("name", "image name", ecu)
+    file = r.string("file", max_len=MAX_FILE_PATH)
+    if not file:
+        raise r.fail("file", "must be a non-empty path")
+    hwids = r.strings("hardware_ids", max_items=MAX_HARDWARE_IDS)
+    for i, hwid in enumerate(hwids):
+        try:
+            check_identifier("hardware id", hwid)
+        except MetadataFormatError:
+            raise r.fail(
+                f"hardware_ids[{i}]",
+                "is not a valid hardware id: use 1-64 ASCII letters, digits and . _ -, "
+                f"starting with a letter or digit (got {show(hwid)})",
+            ) from None
+    checked = tuple(hwids)
     if len(set(checked)) != len(checked):
-        raise InputError(f"{where}.hardware_ids lists an id twice")
-    counter = data.get("release_counter")
-    if counter is not None and (
-        isinstance(counter, bool) or not isinstance(counter, int) or not 0 <= counter < 2**63
-    ):
-        raise InputError(f"{where}.release_counter must be an integer >= 0")
+        raise r.fail("hardware_ids", "lists an id twice")
+    counter = r.integer("release_counter", None, low=0, high=MAX_RELEASE_COUNTER)
+    r.done()
     return ImageSpec(ecu, name, file, checked, counter)
 
 
-def parse_manifest(text: str) -> ReleaseManifest:
-    if len(text.encode()) > MAX_MANIFEST_BYTES:
-        raise InputError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+def parse_manifest(text: str | bytes) -> ReleaseManifest:
+    """A manifest from its text (or bytes), or InputError naming the problem."""
     try:
-        data: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"malformed TOML: {e}") from None
+        data = parse_toml(text, "manifest", limit=MAX_MANIFEST_BYTES)
+    except FormatError as e:
+        raise InputError(str(e).removeprefix("manifest: ")) from None
     return manifest_from_data(data)
 
 
 def manifest_from_data(data: Mapping[str, Any]) -> ReleaseManifest:
     """Validate a decoded manifest (a TOML document as a dict)."""
-    if unknown := set(data) - {"bundle", "version", "images"}:
-        raise InputError(f"unknown field {sorted(unknown)[0]!r}")
-    for key in ("bundle", "version"):
-        if key not in data:
-            raise InputError(f"missing field {key!r}")
-    bundle = _check("bundle", "bundle name", data["bundle"])
     try:
-        version = check_version(data["version"])
-    except MetadataFormatError as e:
-        raise InputError(f"version: {e}") from None
+        r = Reader(data)
+        bundle = r.identifier("bundle", "bundle name")
+        version = r.string("version", max_len=64, check=check_version)
+        images = r.tables("images", max_items=MAX_IMAGES)
+        r.done()
+    except FormatError as e:
+        raise InputError(str(e)) from None
     parse_version(version)
-    images = data.get("images", [])
-    if not isinstance(images, list) or not images:
+    if not images:
         raise InputError("the bundle is empty: add at least one [[images]] table")
-    if len(images) > MAX_IMAGES:
-        raise InputError(f"a bundle holds at most {MAX_IMAGES} images")
-    specs = tuple(_parse_image(i, image) for i, image in enumerate(images))
+    try:
+        specs = tuple(_parse_image(image) for image in images)
+    except FormatError as e:
+        raise InputError(str(e)) from None
     seen: set[str] = set()
     for spec in specs:
         if spec.ecu in seen:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from ota_client.metadata import MetadataFormatError, SourceInfo, TargetCustom, check_target_path
+from ota_client.metadata.fields import MAX_RELEASE_COUNTER
 from ota_server.errors import InputError
 from ota_server.repository.catalog import Catalog, CatalogEntry
 from ota_server.repository.manifest import ImageSpec, ReleaseManifest, parse_version
@@ -104,6 +105,11 @@ def plan_release(
             raise InputError(f"target {path} already exists: rename the image (name = ...)")
         paths.add(path)
         floor = max(catalog.max_counter(h) for h in spec.hardware_ids)
+        if spec.release_counter is None and floor >= MAX_RELEASE_COUNTER:
+            raise InputError(
+                f"image {spec.ecu}: hardware ids {', '.join(spec.hardware_ids)} are at the "
+                f"largest release counter ({MAX_RELEASE_COUNTER}): no later release can follow"
+            )
         counter = floor + 1 if spec.release_counter is None else spec.release_counter
         if counter <= floor:
             raise InputError(

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from tuf.api.metadata import TargetFile
 
 from ota_client.payload.format import PayloadError
+from ota_client.strict import FormatError, printable, read_bounded
 from ota_server.config import DeltaPolicy, ExpiryPolicy, Layout
 from ota_server.errors import InputError, RepositoryStateError
 from ota_server.keys.store import KeyStore
@@ -42,18 +43,17 @@ Progress = Callable[[int], None]
 
 def read_manifest(path: Path) -> tuple[ReleaseManifest, list[Path]]:
     """Parse the manifest and resolve its image files (relative to the manifest)."""
+    where = printable(str(path))
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
-        text = raw.decode("utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read manifest {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"manifest {path} is not UTF-8 text") from None
+        raw = read_bounded(path, MAX_MANIFEST_BYTES, f"manifest {where}")
+    except FileNotFoundError:
+        raise InputError(f"cannot read manifest {where}: it does not exist") from None
+    except FormatError as e:
+        raise InputError(str(e)) from None
     try:
-        manifest = parse_manifest(text)
+        manifest = parse_manifest(raw)
     except InputError as e:
-        raise InputError(f"{path}: {e}") from None
+        raise InputError(f"{where}: {e}") from None
     files = [path.parent / image.file for image in manifest.images]
     return manifest, files
 
@@ -62,18 +62,18 @@ def measure(files: list[Path], names: list[str]) -> list[int]:
     """Sizes of regular, readable, non-empty image files."""
     sizes = []
     for file, name in zip(files, names, strict=True):
+        where = printable(str(file))
         try:
             st = os.stat(file)
             if not stat.S_ISREG(st.st_mode):
-                raise InputError(f"image {name}: {file} is not a regular file")
-            with open(file, "rb"):
-                pass
+                raise InputError(f"image {name}: {where} is not a regular file")
+            os.close(os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError as e:
-            raise InputError(f"image {name}: cannot read {file}: {e.strerror or e}") from None
+            raise InputError(f"image {name}: cannot read {where}: {e.strerror or e}") from None
         if st.st_size == 0:
-            raise InputError(f"image {name}: {file} is empty")
+            raise InputError(f"image {name}: {where} is empty")
         if st.st_size > MAX_IMAGE_BYTES:
-            raise InputError(f"image {name}: {file} is larger than {MAX_IMAGE_BYTES} bytes")
+            raise InputError(f"image {name}: {where} is larger than {MAX_IMAGE_BYTES} bytes")
         sizes.append(st.st_size)
     return sizes
 

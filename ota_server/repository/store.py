@@ -38,6 +38,7 @@ from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
 from ota_client.locking import file_lock
+from ota_client.strict import FormatError, printable, read_bounded
 from ota_server.config import ExpiryPolicy, Layout
 from ota_server.errors import KeyStoreError, RepositoryStateError
 from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
@@ -46,6 +47,8 @@ from ota_server.repository.transaction import Transaction, recover
 AnyMetadata = Metadata[Any]
 SPEC_VERSION = "1.0.31"
 _ROOT_FILE = re.compile(r"([1-9][0-9]{0,9})\.root\.json")
+_ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # as ota_client.metadata.check_identifier
+MAX_METADATA_BYTES = 32 << 20  # one metadata file (targets of ~50,000 images and deltas)
 _SERIALIZER = JSONSerializer(compact=True)
 
 
@@ -57,13 +60,30 @@ def _meta_file(version: int, data: bytes) -> MetaFile:
     return MetaFile.from_data(version, data, ["sha256"])
 
 
-def _read_metadata(path: Path) -> AnyMetadata:
+def _read_metadata(path: Path, kind: type[Signed], version: int | None = None) -> AnyMetadata:
+    """One committed metadata file: bounded read, parsed, of the expected role and version."""
     try:
-        return Metadata.from_bytes(path.read_bytes())
+        data = read_bounded(path, MAX_METADATA_BYTES, f"repository metadata {path.name}")
     except FileNotFoundError:
         raise RepositoryStateError(f"repository metadata {path.name} is missing") from None
-    except (OSError, DeserializationError) as e:
-        raise RepositoryStateError(f"cannot read repository metadata {path}: {e}") from e
+    except FormatError as e:
+        raise RepositoryStateError(str(e)) from None
+    try:
+        md = Metadata.from_bytes(data)
+    except DeserializationError as e:
+        reason = printable(str(e.__cause__ or e), 120)
+        raise RepositoryStateError(
+            f"repository metadata {path.name} is damaged ({reason}); restore it from a backup"
+        ) from None
+    if not isinstance(md.signed, kind):
+        raise RepositoryStateError(
+            f"repository metadata {path.name} holds {md.signed.type}, not {kind.type} metadata"
+        )
+    if version is not None and md.signed.version != version:
+        raise RepositoryStateError(
+            f"repository metadata {path.name} holds version {md.signed.version}, not {version}"
+        )
+    return md
 
 
 def root_versions(metadata_dir: Path) -> list[int]:
@@ -108,17 +128,26 @@ class FileRepository(Repository):
         if not versions:
             raise RepositoryStateError(f"no repository in {layout.repo}: run 'ota repo init' first")
         md_dir = layout.metadata
-        repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json"))
-        timestamp = _read_metadata(md_dir / "timestamp.json")
+        repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json", Root, versions[-1]))
+        timestamp = _read_metadata(md_dir / "timestamp.json", Timestamp)
         repo._put("timestamp", timestamp)
         assert isinstance(timestamp.signed, Timestamp)
         snap_version = timestamp.signed.snapshot_meta.version
-        snapshot = _read_metadata(md_dir / f"{snap_version}.snapshot.json")
+        snapshot = _read_metadata(md_dir / f"{snap_version}.snapshot.json", Snapshot, snap_version)
         repo._put("snapshot", snapshot)
         assert isinstance(snapshot.signed, Snapshot)
+        snapshot_file = f"{snap_version}.snapshot.json"
+        if "targets.json" not in snapshot.signed.meta:
+            raise RepositoryStateError(f"repository metadata {snapshot_file} lists no targets")
         for name, meta in snapshot.signed.meta.items():
             role = name.removesuffix(".json")
-            repo._put(role, _read_metadata(md_dir / f"{meta.version}.{role}.json"))
+            bad = not name.endswith(".json") or not _ROLE.fullmatch(role)
+            if bad or role in ("root", "snapshot", "timestamp"):
+                raise RepositoryStateError(
+                    f"repository metadata {snapshot_file} names a bad role {printable(name, 80)}"
+                )
+            md_file = md_dir / f"{meta.version}.{role}.json"
+            repo._put(role, _read_metadata(md_file, Targets, meta.version))
         return repo
 
     def _put(self, role: str, md: AnyMetadata) -> None:
@@ -310,13 +339,13 @@ def writing(
             raise RepositoryStateError(
                 "another ota command is changing this repository; try again when it is done"
             )
-        recover(layout.state)
+        recover(layout.state, layout.repo)
         clock = now or datetime.now(UTC)
         if create:
             repo = FileRepository.create(layout, keys, policy, clock)
         else:
             repo = FileRepository.load(layout, keys, policy, clock)
-        txn = Transaction(layout.state)
+        txn = Transaction(layout.state, layout.repo)
         try:
             yield repo, txn
             repo.save(txn)
