@@ -1,14 +1,26 @@
-"""Vehicle client configuration (TOML), parsed strictly into frozen values.
+"""Vehicle client configuration (TOML), validated completely before any work starts.
 
     vehicle_id = "WDD1234567"
     server = "https://ota.example.com:8443"     # the repository is at <server>/repo
     trust_root = "root.json"                     # Image-repository root shipped with the vehicle
-    ca_file = "ca.pem"                           # optional: CA bundle for HTTPS
     data_dir = "/var/lib/ota-client"
     poll_interval = 3600                         # seconds between checks (run)
     poll_jitter = 0.2                            # +/- share of the interval, spreads the fleet
-    download_timeout = 30                        # seconds without progress before giving up
-    min_download_speed = 512                     # bytes/s averaged over a minute (slow retrieval)
+    max_attempts = 5                             # failed attempts at a release before giving up
+    retry_delay = 60                             # first back-off; doubles (with jitter) per failure
+    reboot_command = ["systemctl", "reboot"]     # how the agent reboots the vehicle
+
+    [network]                                    # one transport for metadata, images, reports
+    ca_file = "ca.pem"                           # CA bundle for HTTPS (default: the system's)
+    client_cert = "vehicle.pem"                  # mutual TLS (optional, with client_key)
+    client_key = "vehicle.key"
+    connect_timeout = 10
+    stall_timeout = 30                           # seconds without a byte before giving up
+    request_deadline = 120                       # whole metadata request, report or probe
+    download_deadline = 14400                    # one image request (the next cycle resumes)
+    min_speed = 512                              # bytes/s, averaged over speed_window seconds
+    speed_window = 60
+    allow_insecure_http = false                  # http:// servers: tests and demos only
 
     [[ecus]]
     serial = "ECU-0001"
@@ -24,22 +36,25 @@
     http = "http://127.0.0.1:8080/healthz"
     timeout = 5
 
-Relative paths are relative to the configuration file. Errors name the offending key.
+Relative paths are relative to the configuration file. ``parse_config`` is pure; ``load_config``
+also reads the file (bounded) and checks the slots on disk: no two slots — of one ECU or of two
+— may be one device or file, whatever names they are given (symlinks, hard links, ``..``).
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ota_client.metadata import MetadataFormatError, check_identifier
+from ota_client.errors import ConfigError, DeviceError
+from ota_client.slots.guard import identity
+from ota_client.strict import FormatError, Reader, load_toml
 
-
-class ConfigError(Exception):
-    """The client configuration is malformed."""
+MAX_CONFIG = 256 << 10
+MAX_ECUS = 64
+MAX_CHECKS = 32
+DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class SlotConfig:
 class BootConfig:
     backend: str  # simulated | grub | uboot | symlink (directory slots)
     attempts: int = 3
-    state: Path | None = None  # simulated: the JSON file
+    state: Path | None = None  # simulated/symlink: the JSON file
     env: Path | None = None  # grub: the environment block
     config: Path | None = None  # uboot: fw_env.config
     cmdline: Path | None = None  # grub/uboot: where ota.slot= is read
@@ -85,6 +100,21 @@ class EcuConfig:
     boot: BootConfig
     health: tuple[HealthCheck, ...] = ()
     trial_deadline: float = 300.0
+    role: str | None = None  # the ECU role in bundles (custom "ecu"), when hardware ids repeat
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0
+    request_deadline: float = 120.0
+    download_deadline: float = 4 * 3600.0
+    min_speed: float = 512.0
+    speed_window: float = 60.0
+    allow_insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,168 +124,175 @@ class ClientConfig:
     trust_root: Path
     data_dir: Path
     ecus: tuple[EcuConfig, ...]
-    ca_file: Path | None = None
+    network: NetworkConfig = NetworkConfig()
     poll_interval: float = 3600.0
     poll_jitter: float = 0.2
-    download_timeout: float = 30.0
-    min_download_speed: float = 512.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    max_attempts: int = 5
+    retry_delay: float = 60.0
+    reboot_command: tuple[str, ...] = ("systemctl", "reboot")
 
     @property
     def repo_url(self) -> str:
         return self.server.rstrip("/") + "/repo"
 
-
-class _Reader:
-    def __init__(self, data: Mapping[str, Any], where: str, base: Path) -> None:
-        self.data, self.where, self.base = data, where, base
-        self.used: set[str] = set()
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def get(
-        self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check: Any = None
-    ) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(f"missing {self._name(key)}")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise ConfigError(f"{self._name(key)} has the wrong type")
-        if not isinstance(value, kind):
-            raise ConfigError(f"{self._name(key)} has the wrong type")
-        if check is not None and not check(value):
-            raise ConfigError(f"{self._name(key)} is out of range")
-        return value
-
-    def path(self, key: str, default: Any = ...) -> Path | None:
-        value = self.get(key, str, default)
-        return None if value is None else (self.base / value)
-
-    def done(self) -> None:
-        if unknown := set(self.data) - self.used:
-            raise ConfigError(f"unknown setting {self._name(sorted(unknown)[0])}")
+    @property
+    def events_url(self) -> str:
+        return f"{self.server.rstrip('/')}/api/v1/vehicles/{self.vehicle_id}/events"
 
 
-def _positive(value: float) -> bool:
-    return value > 0
+def _command(r: Reader, key: str) -> tuple[str, ...] | None:
+    value: tuple[str, ...] | None = r.strings(key, None, max_items=64)
+    if value is not None and not value[0]:
+        raise r.fail(key, "must start with a program name")
+    return value
 
 
-def _health(data: Any, where: str, base: Path) -> HealthCheck:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    r = _Reader(data, where, base)
-    command = r.get("command", list, None)
-    http = r.get("http", str, None)
-    timeout = float(r.get("timeout", (int, float), 30.0, check=_positive))
-    status = r.get("expect_status", int, 200, check=lambda v: 100 <= v <= 599)
+def _health(r: Reader) -> HealthCheck:
+    command = _command(r, "command")
+    http = r.url("http", None, schemes=("http", "https"))
+    check = HealthCheck(
+        command,
+        http,
+        r.number("timeout", 30.0, low=0.1, high=DAY),
+        r.integer("expect_status", 200, low=100, high=599),
+    )
     r.done()
     if (command is None) == (http is None):
-        raise ConfigError(f"{where} needs exactly one of command or http")
-    if command is not None and (not command or not all(isinstance(c, str) for c in command)):
-        raise ConfigError(f"{where}.command must be a non-empty list of strings")
-    if http is not None and not http.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.http must be an http(s) URL")
-    return HealthCheck(tuple(command) if command else None, http, timeout, status)
+        raise FormatError(f"{r.where} needs exactly one of command or http")
+    return check
 
 
-def _ecu(data: Any, where: str, base: Path, data_dir: Path) -> EcuConfig:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    r = _Reader(data, where, base)
-    serial = r.get("serial", str)
-    hardware_id = r.get("hardware_id", str)
-    for kind, value in (("ECU serial", serial), ("hardware id", hardware_id)):
-        try:
-            check_identifier(kind, value)
-        except MetadataFormatError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    s = _Reader(r.get("slots", dict), f"{where}.slots", base)
-    slot_type = s.get("type", str, "raw", check=lambda v: v in ("raw", "directory"))
-    a_path, b_path = s.path("a"), s.path("b")
-    assert a_path is not None and b_path is not None
+def _slots(r: Reader) -> SlotConfig:
+    kind = r.string("type", "raw", choices=("raw", "directory"))
     slots = SlotConfig(
-        slot_type,
-        a_path,
-        b_path,
-        s.get("size", int, None, check=_positive),
-        s.path("current", None),
+        kind,
+        r.path("a"),
+        r.path("b"),
+        r.integer("size", None, low=1, high=1 << 50),
+        r.path("current", None),
     )
-    s.done()
-    if slots.a == slots.b:
-        raise ConfigError(f"{where}.slots: a and b are the same")
-    if (slot_type == "directory") != (slots.current is not None):
-        raise ConfigError(f"{where}.slots: directory slots need current (and only they do)")
-    default_backend = "symlink" if slot_type == "directory" else "simulated"
-    b = _Reader(r.get("boot", dict, {"backend": default_backend}), f"{where}.boot", base)
-    backends = ("symlink",) if slot_type == "directory" else ("simulated", "grub", "uboot")
-    backend = b.get("backend", str, default_backend, check=lambda v: v in backends)
-    restart = b.get("restart", list, None)
-    if restart is not None and (not restart or not all(isinstance(c, str) for c in restart)):
-        raise ConfigError(f"{where}.boot.restart must be a non-empty list of strings")
+    r.done()
+    if (kind == "directory") != (slots.current is not None):
+        raise FormatError(f"{r.where}: directory slots need current (and only they do)")
+    return slots
+
+
+def _boot(r: Reader, slots: SlotConfig, serial: str, data_dir: Path) -> BootConfig:
+    directory = slots.type == "directory"
+    backends = ("symlink",) if directory else ("simulated", "grub", "uboot")
+    backend = r.string("backend", backends[0], choices=backends)
     boot = BootConfig(
         backend=backend,
-        attempts=b.get("attempts", int, 3, check=lambda v: 1 <= v <= 9),
-        state=b.path("state", None) or data_dir / f"boot-{serial}.json",
-        env=b.path("env", None),
-        config=b.path("config", None),
-        cmdline=b.path("cmdline", None),
-        restart=tuple(restart) if restart else None,
+        attempts=r.integer("attempts", 3, low=1, high=9),
+        state=r.path("state", None) or data_dir / f"boot-{serial}.json",
+        env=r.path("env", None),
+        config=r.path("config", None),
+        cmdline=r.path("cmdline", None),
+        restart=_command(r, "restart"),
     )
-    b.done()
-    if backend == "grub" and (boot.env is None or boot.cmdline is None):
-        raise ConfigError(f"{where}.boot: the grub backend needs env and cmdline")
-    if backend == "uboot" and (boot.config is None or boot.cmdline is None):
-        raise ConfigError(f"{where}.boot: the uboot backend needs config and cmdline")
-    checks = r.get("health", list, [])
-    health = tuple(_health(c, f"{where}.health[{i}]", base) for i, c in enumerate(checks))
-    deadline = float(r.get("trial_deadline", (int, float), 300.0, check=_positive))
     r.done()
-    return EcuConfig(serial, hardware_id, slots, boot, health, deadline)
+    if backend == "grub" and (boot.env is None or boot.cmdline is None):
+        raise FormatError(f"{r.where}: the grub backend needs env and cmdline")
+    if backend == "uboot" and (boot.config is None or boot.cmdline is None):
+        raise FormatError(f"{r.where}: the uboot backend needs config and cmdline")
+    return boot
 
 
-def parse_config(text: str, base: Path) -> ClientConfig:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"malformed TOML: {e}") from None
-    r = _Reader(data, "", base)
-    vehicle_id = r.get("vehicle_id", str)
-    try:
-        check_identifier("vehicle id", vehicle_id)
-    except MetadataFormatError as e:
-        raise ConfigError(str(e)) from None
-    server = r.get("server", str, check=lambda v: v.startswith(("http://", "https://")))
+def _ecu(r: Reader, data_dir: Path) -> EcuConfig:
+    serial = r.identifier("serial", "ECU serial")
+    hardware_id = r.identifier("hardware_id", "hardware id")
+    role = r.identifier("role", "ECU role", None)
+    slots = _slots(r.table("slots"))
+    default_boot = {"backend": "symlink" if slots.type == "directory" else "simulated"}
+    boot = _boot(r.table("boot", default_boot), slots, serial, data_dir)
+    health = tuple(_health(c) for c in r.tables("health", max_items=MAX_CHECKS))
+    deadline = r.number("trial_deadline", 300.0, low=1, high=DAY)
+    r.done()
+    return EcuConfig(serial, hardware_id, slots, boot, health, deadline, role)
+
+
+def _network(r: Reader) -> NetworkConfig:
+    net = NetworkConfig(
+        ca_file=r.path("ca_file", None),
+        client_cert=r.path("client_cert", None),
+        client_key=r.path("client_key", None),
+        connect_timeout=r.number("connect_timeout", 10.0, low=0.1, high=600),
+        stall_timeout=r.number("stall_timeout", 30.0, low=0.1, high=3600),
+        request_deadline=r.number("request_deadline", 120.0, low=1, high=3600),
+        download_deadline=r.number("download_deadline", 4 * 3600.0, low=1, high=7 * DAY),
+        min_speed=r.number("min_speed", 512.0, low=0, high=1e10),
+        speed_window=r.number("speed_window", 60.0, low=1, high=3600),
+        allow_insecure_http=r.boolean("allow_insecure_http", False),
+    )
+    r.done()
+    if (net.client_cert is None) != (net.client_key is None):
+        raise FormatError("network: client_cert and client_key go together")
+    return net
+
+
+def parse_config(data: object, base: Path) -> ClientConfig:
+    """A ClientConfig from a decoded TOML document (pure); FormatError names the bad key."""
+    r = Reader(data, "", base)
+    vehicle_id = r.identifier("vehicle_id", "vehicle id")
+    server = r.url("server", schemes=("http", "https"))
+    network = _network(r.table("network", {}))
+    if server.startswith("http:") and not network.allow_insecure_http:
+        raise FormatError(
+            "server is an http:// URL: use https://, or set network.allow_insecure_http = true "
+            "(tests and demos only)"
+        )
     data_dir = r.path("data_dir")
-    assert data_dir is not None
-    ecus_raw = r.get("ecus", list, check=lambda v: 0 < len(v) <= 64)
-    ecus = tuple(_ecu(e, f"ecus[{i}]", base, data_dir) for i, e in enumerate(ecus_raw))
-    if len({e.serial for e in ecus}) != len(ecus):
-        raise ConfigError("two ECUs share a serial")
+    ecus = tuple(_ecu(e, data_dir) for e in r.tables("ecus", min_items=1, max_items=MAX_ECUS))
     config = ClientConfig(
         vehicle_id=vehicle_id,
         server=server,
-        trust_root=r.path("trust_root"),  # type: ignore[arg-type]
+        trust_root=r.path("trust_root"),
         data_dir=data_dir,
         ecus=ecus,
-        ca_file=r.path("ca_file", None),
-        poll_interval=float(r.get("poll_interval", (int, float), 3600.0, check=_positive)),
-        poll_jitter=float(r.get("poll_jitter", (int, float), 0.2, check=lambda v: 0 <= v < 1)),
-        download_timeout=float(r.get("download_timeout", (int, float), 30.0, check=_positive)),
-        min_download_speed=float(
-            r.get("min_download_speed", (int, float), 512.0, check=lambda v: v >= 0)
-        ),
+        network=network,
+        poll_interval=r.number("poll_interval", 3600.0, low=1, high=30 * DAY),
+        poll_jitter=r.number("poll_jitter", 0.2, low=0, high=0.9),
+        max_attempts=r.integer("max_attempts", 5, low=1, high=1000),
+        retry_delay=r.number("retry_delay", 60.0, low=0, high=DAY),
+        reboot_command=_command(r, "reboot_command") or ("systemctl", "reboot"),
     )
     r.done()
+    if len({e.serial for e in ecus}) != len(ecus):
+        raise FormatError("two ECUs share a serial")
     return config
+
+
+# -- checks against the machine -----------------------------------------------------------------
+
+
+def check_slots(config: ClientConfig) -> None:
+    """No two slots are the same file or device, under any names (refuse a bricked car)."""
+    seen: dict[object, str] = {}
+    for ecu in config.ecus:
+        for slot in ("a", "b"):
+            path = ecu.slots.path(slot)
+            try:
+                ident = identity(path)
+            except DeviceError as e:
+                raise ConfigError(str(e)) from None
+            # A slot that does not exist yet is named by its resolved path instead.
+            key: object = ident if ident is not None else ("path", os.path.realpath(path))
+            name = f"ecus[{ecu.serial}].slots.{slot}"
+            if key in seen:
+                raise ConfigError(f"{name} and {seen[key]} are the same file or device ({path})")
+            seen[key] = name
 
 
 def load_config(path: Path) -> ClientConfig:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_config(text, path.parent.absolute())
+        data = load_toml(path, str(path), limit=MAX_CONFIG)
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read {path}: no such file") from None
+    except FormatError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        config = parse_config(data, path.parent.absolute())
+    except FormatError as e:
+        raise ConfigError(f"{path.name}: {e}") from None
+    check_slots(config)
+    return config

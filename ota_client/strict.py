@@ -209,6 +209,10 @@ class Reader:
             return default
         return self.data[key]
 
+    def _absent(self, key: str, default: Any) -> bool:
+        """Whether ``key`` takes its default: missing, or JSON null where None is the default."""
+        return key not in self.data or (default is None and self.data[key] is None)
+
     def has(self, key: str) -> bool:
         return key in self.data
 
@@ -222,8 +226,8 @@ class Reader:
         check: Callable[[str], object] | None = None,
     ) -> Any:
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         return self.check_string(key, value, max_len=max_len, choices=choices, check=check)
 
     def check_string(
@@ -252,8 +256,8 @@ class Reader:
 
     def identifier(self, key: str, kind: str, default: Any = _MISSING) -> Any:
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         try:
             return check_identifier(kind, value if isinstance(value, str) else show(value))
         except MetadataFormatError:
@@ -265,8 +269,8 @@ class Reader:
 
     def integer(self, key: str, default: Any = _MISSING, *, low: int, high: int) -> Any:
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.fail(key, f"must be an integer {low}-{high}, not {show(value)}")
         return value
@@ -274,8 +278,8 @@ class Reader:
     def number(self, key: str, default: Any = _MISSING, *, low: float, high: float) -> Any:
         """A finite number with ``low <= value <= high`` (as float)."""
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -287,8 +291,8 @@ class Reader:
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         if not isinstance(value, bool):
             raise self.fail(key, f"must be true or false, not {show(value)}")
         return value
@@ -296,16 +300,16 @@ class Reader:
     def path(self, key: str, default: Any = _MISSING) -> Any:
         """A path (relative ones are relative to ``base``)."""
         value = self.string(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         if not value:
             raise self.fail(key, "must not be empty")
         return (self.base / value) if self.base is not None else Path(value)
 
     def url(self, key: str, default: Any = _MISSING, *, schemes: Sequence[str]) -> Any:
         value = self.string(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         try:
             return check_url(value, schemes)
         except FormatError as e:
@@ -315,8 +319,8 @@ class Reader:
         self, key: str, default: Any = _MISSING, *, max_items: int = 64, min_items: int = 1
     ) -> Any:
         value = self._raw(key, default)
-        if value is default and key not in self.data:
-            return value
+        if self._absent(key, default):
+            return default
         if not isinstance(value, list) or not min_items <= len(value) <= max_items:
             raise self.fail(key, f"must be a list of {min_items}-{max_items} strings")
         return tuple(self.check_string(f"{key}[{i}]", v) for i, v in enumerate(value))

@@ -63,7 +63,7 @@ def test_v1_to_v2_commits(tmp_path: Path, home: Path, server: str, backend: str)
     car = vehicle(tmp_path, home, server, backend=backend)
     check = car.client("check", "--json")
     assert check.exit_code == 0, check.output
-    plan = json.loads(check.stdout)[0]
+    plan = json.loads(check.stdout)["ecus"][0]
     assert plan["installed"]["version"] == "1.0.0"
     assert plan["update"]["target"]["version"] == "1.1.0"
     assert plan["update"]["download"]["kind"] == "delta"
@@ -76,6 +76,7 @@ def test_v1_to_v2_commits(tmp_path: Path, home: Path, server: str, backend: str)
     assert car.slot("a").read_bytes() == V1  # the old slot is untouched, ready for rollback
     assert [e["event"] for e in car.events()] == ["commit"]
     assert car.update().exit_code == 0 and [e["event"] for e in car.events()] == ["commit"]
+    assert not list((car.root / "data").glob("downloads/*"))  # the staged delta is gone
 
 
 def test_failed_health_check_rolls_back_and_reports(
@@ -121,14 +122,15 @@ def test_interrupted_download_resumes_with_fewer_bytes(
     try:
         car = vehicle(tmp_path, home, f"http://127.0.0.1:{proxy.port}", slot_size=8 << 20)
         first = car.update()
-        assert first.exit_code != 0 and "will resume" in first.output
+        assert first.exit_code == 4 and "will resume" in first.output
         st = car.status()
-        assert st["state"] == "DOWNLOAD" and 0 < st["fetch"]["received"] < len(big)
+        received = st["job"]["fetch"]["received"]
+        assert st["state"] == "DOWNLOAD" and 0 < received < len(big)
         assert car.slot("a").read_bytes() == V1 and st["booted_slot"] == "a"
         proxy.bytes_sent.clear()
         second = car.update()
         assert second.exit_code == 0, second.output
-        assert sum(proxy.bytes_sent) < len(big) - st["fetch"]["received"] + (256 << 10)
+        assert sum(proxy.bytes_sent) < len(big) - received + (256 << 10)
         assert car.status()["installed"]["version"] == "2.0.0" and car.running() == big
     finally:
         proxy.stop()
@@ -144,11 +146,16 @@ def test_tampered_image_is_refused(tmp_path: Path, home: Path, server: str) -> N
     car = vehicle(tmp_path, home, server)
     # The delta to 1.1.0 is fine, but 2.0.0 is the newest: full image, tampered.
     result = car.update()
-    assert result.exit_code != 0 and "does not match its signed hash" in result.output
+    assert result.exit_code == 7 and "does not match its signed hash" in result.output
     st = car.status()
     assert (st["state"], st["booted_slot"], st["active_slot"]) == ("IDLE", "a", "a")
     assert car.slot("a").read_bytes() == V1
-    assert car.events()[-1]["event"] == "update_failed"
+    last = car.events()[-1]
+    assert (last["event"], last["kind"]) == ("update_failed", "security")
+    assert st["vehicle"]["security"] and st["vehicle"]["error_kind"] == "security"
+    # A security failure is never retried: the image is given up at once.
+    assert "given up" in st["vehicle"]["error"] and len(st["rejected"]) == 1
+    assert car.update().exit_code == 0 and len(car.events()) == 1
 
 
 def test_expired_metadata_is_refused(tmp_path: Path, home: Path) -> None:
@@ -169,7 +176,7 @@ def test_expired_metadata_is_refused(tmp_path: Path, home: Path) -> None:
 def test_slot_too_small(tmp_path: Path, home: Path, server: str) -> None:
     car = vehicle(tmp_path, home, server, slot_size=1000)
     result = car.update()
-    assert result.exit_code != 0 and "slot b holds 1000 bytes" in result.output
+    assert result.exit_code == 5 and "slot b holds 1000 bytes" in result.output
     assert not car.slot("b").exists() and car.status()["active_slot"] == "a"
 
 
@@ -185,12 +192,13 @@ def test_delta_for_another_source_falls_back_to_the_full_image(
     tmp_path: Path, home: Path, server: str
 ) -> None:
     car = vehicle(tmp_path, home, server)
-    plan = json.loads(car.client("check", "--json").stdout)[0]
+    plan = json.loads(car.client("check", "--json").stdout)["ecus"][0]
     assert plan["update"]["download"]["kind"] == "delta"
     # The vehicle believes it runs v1 (it did), but its slot has rotted since.
-    state = {"state": "IDLE", "installed": plan["installed"], "max_counter": 1}
+    record = {"installed": plan["installed"], "max_counter": 1, "rejected": []}
+    state = {"schema": 1, "phase": "IDLE", "ecus": {"BCM-1": record}}
     (car.root / "data").mkdir(exist_ok=True)
-    (car.root / "data/state-BCM-1.json").write_text(json.dumps(state))
+    (car.root / "data/state.json").write_text(json.dumps(state))
     rotted = bytearray(V1)
     rotted[1000] ^= 1
     car.slot("a").write_bytes(bytes(rotted))
@@ -199,21 +207,26 @@ def test_delta_for_another_source_falls_back_to_the_full_image(
     assert car.status()["installed"]["version"] == "1.1.0" and car.running() == V2
 
 
-def test_unreadable_state_file(tmp_path: Path, home: Path, server: str) -> None:
+def test_damaged_state_file_is_moved_aside_and_reported(
+    tmp_path: Path, home: Path, server: str
+) -> None:
     car = vehicle(tmp_path, home, server)
     (car.root / "data").mkdir(exist_ok=True)
-    (car.root / "data/state-BCM-1.json").write_text("{not json")
+    (car.root / "data/state.json").write_text('{"schema": 1, "phase": [1]}')
+    status = car.client("status")  # read-only: says so, moves nothing
+    assert status.exit_code == 6 and "damaged" in status.output
+    assert (car.root / "data/state.json").exists()
     result = car.update()
-    assert (
-        result.exit_code == 1 and "unreadable" in result.output and "Traceback" not in result.output
-    )
-    assert car.slot("a").read_bytes() == V1 and not car.slot("b").exists()
+    assert result.exit_code == 0, result.output
+    assert list((car.root / "data").glob("state.json.damaged-*"))
+    assert car.status()["installed"]["version"] == "1.1.0" and car.running() == V2
+    assert [e["event"] for e in car.events()] == ["state_reset", "commit"]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("vehicle_id = 1", "wrong type"),
+        ("vehicle_id = 1", "vehicle_id is not a valid vehicle id"),
         (
             'vehicle_id = "../x"\nserver = "http://x"\ntrust_root = "r"\ndata_dir = "d"\necus = []',
             "vehicle id",
@@ -225,7 +238,7 @@ def test_unreadable_state_file(tmp_path: Path, home: Path, server: str) -> None:
         (
             'vehicle_id = "v"\nserver = "http://x"\ntrust_root = "r"\ndata_dir = "d"\n'
             "ecus = []\ncolour = 1",
-            "ecus is out of range",
+            "ecus must be a list of 1-64 tables",
         ),
         ("[[", "malformed TOML"),
     ],
@@ -238,13 +251,14 @@ def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
     from ota_client.cli import main
 
     result = CliRunner().invoke(main, ["-c", str(config), "status"])
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 3, result.output
+    assert message in result.output and "Traceback" not in result.output
 
 
 def test_image_hash_of_running_slot(tmp_path: Path, home: Path, server: str) -> None:
     """The vehicle learns what it runs by hashing its active slot against published images."""
     car = vehicle(tmp_path, home, server)
-    plan = json.loads(car.client("check", "--json").stdout)[0]
+    plan = json.loads(car.client("check", "--json").stdout)["ecus"][0]
     assert plan["installed"]["sha256"] == hashlib.sha256(V1).hexdigest()
 
 
@@ -254,5 +268,5 @@ def test_one_client_at_a_time(tmp_path: Path, home: Path, server: str) -> None:
     car = vehicle(tmp_path, home, server)
     with exclusive(car.root / "data"):
         result = car.update()
-    assert result.exit_code == 1 and "another ota-client" in result.output
+    assert result.exit_code == 5 and "another ota-client" in result.output
     assert car.update().exit_code == 0  # once the other one is done

@@ -15,6 +15,26 @@ from click.testing import CliRunner, Result
 from ota_client.cli import main as client_main
 from tests.helpers import EXAMPLES
 
+V1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
+
+
+@dataclass
+class Ecu:
+    """One ECU of the simulated vehicle; its slots are files named after its serial."""
+
+    serial: str = "BCM-1"
+    hardware_id: str = "bcm-s32k"
+    image: bytes = V1  # what slot a holds at the factory
+    health: str = 'command = ["true"]'
+    slot_size: int | None = None
+    slot_b: str | None = None  # default: <prefix>slot-b.img
+    prefix: str = ""  # slot file names: <prefix>slot-a.img, <prefix>slot-b.img
+
+    def slot_name(self, name: str) -> str:
+        if name == "b" and self.slot_b is not None:
+            return self.slot_b
+        return f"{self.prefix}slot-{name}.img"
+
 
 @dataclass
 class Vehicle:
@@ -25,10 +45,16 @@ class Vehicle:
     slot_size: int | None = None
     slot_b: str = "slot-b.img"
     extra: str = ""
+    ecus: list[Ecu] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.ecus:
+            self.ecus = [Ecu(health=self.health, slot_size=self.slot_size, slot_b=self.slot_b)]
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "slot-a.img").write_bytes((EXAMPLES / "images/bcm-1.0.0.bin").read_bytes())
+        for ecu in self.ecus:
+            slot_a = self.root / ecu.slot_name("a")
+            if not slot_a.exists():
+                slot_a.write_bytes(ecu.image)
         self.write_config()
         if self.backend != "simulated":
             assert self.client("reboot").exit_code == 0  # power on: the bootloader boots a
@@ -37,35 +63,47 @@ class Vehicle:
     def config(self) -> Path:
         return self.root / "client.toml"
 
-    def write_config(self) -> None:
-        size = f", size = {self.slot_size}" if self.slot_size else ""
-        boot = {
-            "simulated": '{ backend = "simulated" }',
-            "grub": '{ backend = "grub", env = "grubenv", cmdline = "cmdline" }',
-            "uboot": '{ backend = "uboot", config = "fw_env.config", cmdline = "cmdline" }',
-        }[self.backend]
-        if self.backend == "uboot" and not (self.root / "env1").exists():
-            for name in ("env1", "env2"):
+    def _boot(self, ecu: Ecu) -> str:
+        p = ecu.prefix
+        if self.backend == "simulated":
+            return '{ backend = "simulated" }'
+        if self.backend == "grub":
+            return f'{{ backend = "grub", env = "{p}grubenv", cmdline = "cmdline" }}'
+        if not (self.root / f"{p}env1").exists():
+            for name in (f"{p}env1", f"{p}env2"):
                 (self.root / name).write_bytes(bytes(0x4000))
-            (self.root / "fw_env.config").write_text(
-                f"{self.root}/env1 0x0 0x4000\n{self.root}/env2 0x0 0x4000\n"
+            (self.root / f"{p}fw_env.config").write_text(
+                f"{self.root}/{p}env1 0x0 0x4000\n{self.root}/{p}env2 0x0 0x4000\n"
             )
-        self.config.write_text(f"""
+        return f'{{ backend = "uboot", config = "{p}fw_env.config", cmdline = "cmdline" }}'
+
+    def write_config(self) -> None:
+        if len(self.ecus) == 1:  # the single-ECU attributes stay editable by tests
+            self.ecus[0].health = self.health
+        text = f"""
 vehicle_id = "VIN0001"
 server = "{self.server}"
 trust_root = "root.json"
 data_dir = "data"
-download_timeout = 10
+retry_delay = 0
+[network]
+allow_insecure_http = true
+stall_timeout = 10
 {self.extra}
+"""
+        for ecu in self.ecus:
+            size = f", size = {ecu.slot_size}" if ecu.slot_size else ""
+            text += f"""
 [[ecus]]
-serial = "BCM-1"
-hardware_id = "bcm-s32k"
-slots = {{ a = "slot-a.img", b = "{self.slot_b}"{size} }}
-boot = {boot}
+serial = "{ecu.serial}"
+hardware_id = "{ecu.hardware_id}"
+slots = {{ a = "{ecu.slot_name("a")}", b = "{ecu.slot_name("b")}"{size} }}
+boot = {self._boot(ecu)}
 trial_deadline = 20
 [[ecus.health]]
-{self.health}
-""")
+{ecu.health}
+"""
+        self.config.write_text(text)
 
     def client(self, *args: str) -> Result:
         return CliRunner().invoke(client_main, ["-c", str(self.config), *args])
@@ -74,23 +112,30 @@ trial_deadline = 20
         emulate = [] if self.backend == "simulated" else ["--emulate-reboot"]
         return self.client("update", *emulate)
 
-    def status(self) -> dict[str, Any]:
+    def vehicle_status(self) -> dict[str, Any]:
         result = self.client("status", "--json")
         assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)[0]
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
 
-    def slot(self, name: str) -> Path:
-        return self.root / ("slot-a.img" if name == "a" else self.slot_b)
+    def status(self, serial: str | None = None) -> dict[str, Any]:
+        """One ECU's status (the first by default) with the vehicle's phase as ``state``."""
+        doc = self.vehicle_status()
+        ecu = next(e for e in doc["ecus"] if serial in (None, e["ecu"]))
+        return {**ecu, "state": doc["phase"], "error": doc["error"], "vehicle": doc}
 
-    def running(self) -> bytes:
+    def slot(self, name: str, serial: str | None = None) -> Path:
+        ecu = next(e for e in self.ecus if serial in (None, e.serial))
+        return self.root / ecu.slot_name(name)
+
+    def running(self, serial: str | None = None) -> bytes:
         """The image the booted slot holds (its installed length)."""
-        st = self.status()
-        data = self.slot(st["booted_slot"]).read_bytes()
+        st = self.status(serial)
+        data = self.slot(st["booted_slot"], serial).read_bytes()
         return data[: st["installed"]["length"]] if st["installed"] else data
 
     def events(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.server}/api/v1/vehicles/VIN0001/events") as r:
-            return json.loads(r.read())
+            return json.loads(r.read())  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Health checks run in a trial boot: commands and HTTP probes, each with a timeout, all within
-one deadline. A check that hangs is killed (its whole process group) and counts as failed."""
+one budget. A check that hangs is killed (its whole process group) and counts as failed.
+
+Commands run in a process group of their own (so a timeout kills everything they started) but
+in the client's session, so whatever stops the client's session — a power cut, systemd
+stopping the unit — stops them too. HTTP probes go through the vehicle's one transport.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,26 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from ota_client.config import HealthCheck
+from ota_client.errors import TransportError
+from ota_client.fetch.transport import Transport
 
 
-def run_check(check: HealthCheck, budget: float) -> str | None:
+def run_check(check: HealthCheck, budget: float, transport: Transport) -> str | None:
     """None if the check passed, else why it failed."""
     timeout = max(0.1, min(check.timeout, budget))
     if check.command is not None:
         try:
             proc = subprocess.Popen(
                 check.command,
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,
+                process_group=0,
             )
-        except OSError as e:
-            return f"{check.label}: cannot run ({e.strerror})"
+        except (OSError, ValueError) as e:
+            return f"{check.label}: cannot run ({getattr(e, 'strerror', None) or e})"
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -35,23 +41,20 @@ def run_check(check: HealthCheck, budget: float) -> str | None:
         return None if code == 0 else f"{check.label}: exit status {code}"
     assert check.http is not None
     try:
-        with urllib.request.urlopen(check.http, timeout=timeout) as response:  # noqa: S310
-            status = response.status
-    except urllib.error.HTTPError as e:
-        status = e.code
-    except (urllib.error.URLError, OSError) as e:
-        return f"{check.label}: {getattr(e, 'reason', e)}"
+        status = transport.probe(check.http, timeout=timeout)
+    except TransportError as e:
+        return f"{check.label}: {e}"
     return None if status == check.expect_status else f"{check.label}: HTTP {status}"
 
 
-def run_checks(checks: tuple[HealthCheck, ...], deadline: float) -> str | None:
-    """Run every check within ``deadline`` seconds; the first failure's reason, or None."""
-    end = time.monotonic() + deadline
+def run_checks(checks: tuple[HealthCheck, ...], budget: float, transport: Transport) -> str | None:
+    """Run every check within ``budget`` seconds; the first failure's reason, or None."""
+    end = time.monotonic() + budget
     for check in checks:
-        budget = end - time.monotonic()
-        if budget <= 0:
-            return f"the health checks did not finish within {deadline:.0f} s"
-        failure = run_check(check, budget)
+        left = end - time.monotonic()
+        if left <= 0:
+            return "the health checks did not finish within the trial deadline"
+        failure = run_check(check, left, transport)
         if failure is not None:
             return failure
     return None

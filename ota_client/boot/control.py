@@ -28,9 +28,12 @@ from pathlib import Path
 from ota_client.atomic import fsync_dir, write_atomic
 from ota_client.boot import rules
 from ota_client.boot.rules import BootError, Env
+from ota_client.strict import FormatError, load_json, read_bounded
 
 _CMDLINE_SLOT = re.compile(r"(?:^|\s)ota\.slot=([ab])(?:\s|$)")
 TOOL_TIMEOUT = 30
+MAX_CMDLINE = 64 << 10
+MAX_ENV = 64 << 10
 
 
 class BootControl(ABC):
@@ -49,6 +52,12 @@ class BootControl(ABC):
     def active_slot(self) -> str:
         return rules.active(self.read_env())
 
+    def ensure(self) -> None:
+        """Create the environment with the initial variables if it does not exist yet.
+
+        Only commands that change the vehicle call this: reading never writes."""
+        return None
+
     def arm_trial(self, slot: str, attempts: int) -> None:
         self.write_env(rules.arm(self.read_env(), slot, attempts))
 
@@ -58,11 +67,11 @@ class BootControl(ABC):
     def mark_bad(self, slot: str) -> None:
         self.write_env(rules.mark_bad(self.read_env(), slot))
 
-    def trial(self) -> tuple[str, int] | None:
+    def facts(self) -> rules.BootFacts:
         env = self.read_env()
-        if env.get("ota_trial") in rules.SLOTS:
-            return env["ota_trial"], int(env.get("ota_tries", "0") or 0)
-        return None
+        return rules.BootFacts(
+            self.booted_slot(), rules.active(env), rules.trial(env), rules.tries(env)
+        )
 
     def emulate_reboot(self) -> str:
         """Play the bootloader: apply the boot rule, record the booted slot. Returns it."""
@@ -84,9 +93,11 @@ class CmdlineBooted:
 
     def booted_slot(self) -> str:
         try:
-            text = self.cmdline.read_text()
-        except OSError as e:
-            raise BootError(f"cannot read {self.cmdline}: {e.strerror}") from None
+            text = read_bounded(self.cmdline, MAX_CMDLINE).decode("utf-8", "replace")
+        except FileNotFoundError:
+            raise BootError(f"cannot read {self.cmdline}: no such file") from None
+        except FormatError as e:
+            raise BootError(str(e)) from None
         match = _CMDLINE_SLOT.search(text)
         if match is None:
             raise BootError(
@@ -108,19 +119,24 @@ class SimulatedBoot(BootControl):
 
     def read_env(self) -> Env:
         try:
-            data = json.loads(self.path.read_bytes())
+            data = load_json(self.path, f"boot state {self.path}", limit=MAX_ENV)
         except FileNotFoundError:
             return {**rules.initial_env(), "booted": "a"}
-        except (OSError, ValueError) as e:
-            raise BootError(f"unreadable boot state {self.path}: {e}") from None
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise BootError(f"malformed boot state {self.path}")
+        except FormatError as e:
+            raise BootError(str(e)) from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 64 for k, v in data.items()
+        ):
+            raise BootError(f"malformed boot state {self.path}: expected names and short values")
         return data
 
     def write_env(self, changes: Mapping[str, str]) -> None:
         env = {**self.read_env(), **changes}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(env, indent=1, sort_keys=True).encode())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(env, indent=1, sort_keys=True).encode())
+        except OSError as e:
+            raise BootError(f"cannot write {self.path}: {e.strerror}") from None
 
     def booted_slot(self) -> str:
         return rules.check_slot(self.read_env().get("booted", "a"))
@@ -198,13 +214,14 @@ class GrubBoot(CmdlineBooted, BootControl):
         self.envfile = envfile
         self.tool = tool
 
-    def ensure(self, active: str = "a") -> None:
-        """Create the environment block with the initial variables if it does not exist."""
+    def ensure(self) -> None:
         if not self.envfile.exists():
             _run([self.tool, str(self.envfile), "create"], "create the environment")
-            self.write_env(rules.initial_env(active))
+            self.write_env(rules.initial_env())
 
     def read_env(self) -> Env:
+        if not self.envfile.exists():
+            return rules.initial_env()  # what ensure() will write; nothing is written here
         return _parse_env(_run([self.tool, str(self.envfile), "list"], "read the environment"))
 
     def write_env(self, changes: Mapping[str, str]) -> None:
@@ -226,21 +243,28 @@ class UBootBoot(CmdlineBooted, BootControl):
         self.config = config
         self.defaults = defaults
 
-    def ensure(self, active: str = "a") -> None:
-        """Write the initial variables if the environment does not hold them yet."""
+    def ensure(self) -> None:
         if not self.defaults.exists():
             self.defaults.parent.mkdir(parents=True, exist_ok=True)
-            env = rules.initial_env(active)
+            env = rules.initial_env()
             write_atomic(self.defaults, "".join(f"{k}={v}\n" for k, v in env.items()).encode())
+        current = self._read()
+        if current is None or "ota_active" not in current:
+            self.write_env(rules.initial_env())
+
+    def _read(self) -> Env | None:
+        """The environment, or None while it is blank (never written)."""
         try:
-            present = "ota_active" in self.read_env()
-        except BootError:
-            present = False  # blank environment: fw_printenv cannot read it yet
-        if not present:
-            self.write_env(rules.initial_env(active))
+            out = _run(["fw_printenv", "-c", str(self.config)], "read the environment")
+        except BootError as e:
+            if "Cannot read environment" in str(e) or "Cannot read default" in str(e):
+                return None
+            raise
+        return _parse_env(out)
 
     def read_env(self) -> Env:
-        return _parse_env(_run(["fw_printenv", "-c", str(self.config)], "read the environment"))
+        env = self._read()
+        return rules.initial_env() if env is None else env  # blank: what ensure() writes
 
     def write_env(self, changes: Mapping[str, str]) -> None:
         script = "".join(f"{k}={v}\n" for k, v in changes.items())

@@ -22,13 +22,26 @@ write of the environment, so a power cut leaves either the old or the new decisi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ota_client.errors import DeviceError
 
 SLOTS = ("a", "b")
 Env = dict[str, str]
 
 
-class BootError(Exception):
+class BootError(DeviceError):
     """Boot control failed or its state is inconsistent (a device problem)."""
+
+
+@dataclass(frozen=True)
+class BootFacts:
+    """What one ECU's boot control says right now: the input of every after-boot decision."""
+
+    booted: str  # the slot running
+    active: str  # the committed slot
+    trial: str | None = None  # the slot armed for a trial, if any
+    tries: int = 0  # boot attempts left for it
 
 
 def other(slot: str) -> str:
@@ -86,15 +99,22 @@ def mark_bad(env: Mapping[str, str], slot: str) -> Env:
     return changes
 
 
+def tries(env: Mapping[str, str]) -> int:
+    """Boot attempts left for the trial slot (a damaged counter counts as none, as in GRUB)."""
+    value = env.get("ota_tries", "0") or "0"
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 3 else 0
+
+
+def trial(env: Mapping[str, str]) -> str | None:
+    slot = env.get("ota_trial", "")
+    return slot if slot in SLOTS else None
+
+
 def next_boot(env: Mapping[str, str]) -> tuple[Env, str]:
     """The bootloader's decision: (changes to save, slot that boots)."""
-    trial = env.get("ota_trial", "")
-    try:
-        tries = int(env.get("ota_tries", "0") or "0")
-    except ValueError:
-        tries = 0
-    if trial in SLOTS and env.get(f"ota_state_{trial}") != "bad":
-        if tries > 0:
-            return {"ota_tries": str(tries - 1)}, trial
+    slot, left = trial(env), tries(env)
+    if slot is not None and env.get(f"ota_state_{slot}") != "bad":
+        if left > 0:
+            return {"ota_tries": str(left - 1)}, slot
         return {"ota_trial": "", "ota_tries": "0"}, active(env)
     return {}, active(env)

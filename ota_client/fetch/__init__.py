@@ -1,1 +1,1 @@
-"""Network access for the vehicle: metadata fetcher for python-tuf, later resumable downloads."""
+"""Network access for the vehicle: one HTTP transport, python-tuf's fetcher over it."""

@@ -2,12 +2,15 @@
 
 python-tuf checks the TUF chain (root rotation, expiry, rollback, mix-and-match, lengths and
 hashes); this wrapper adds what Uptane needs on top: target names that are safe to write,
-custom fields parsed by the shared schema, and typed errors. The Director (a later issue)
-adds the Director/Image match on top of two of these.
+custom fields parsed by the shared schema, and the client's error family — python-tuf's own
+exceptions never escape, from the constructor (a damaged trust root) included. The Director (a
+later issue) adds the Director/Image match on top of two of these.
 """
 
 from __future__ import annotations
 
+import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,17 +21,21 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
-from tuf.ngclient.fetcher import FetcherInterface
 
+from ota_client.errors import (
+    BadDataError,
+    ConfigError,
+    DeviceError,
+    SecurityError,
+    TransportError,
+)
+from ota_client.fetch.transport import Transport
+from ota_client.fetch.tuf_fetcher import TransportFetcher
 from ota_client.metadata import MetadataFormatError, TargetCustom, check_target_path
+from ota_client.strict import FormatError, read_bounded
 
-
-class VerificationError(Exception):
-    """Metadata or a target failed verification (bad data: never install, never retry blindly)."""
-
-
-class TransportError(Exception):
-    """The repository could not be reached or stopped answering (retry later)."""
+MAX_ROOT = 512 << 10
+CONFIG = UpdaterConfig(max_root_rotations=64)
 
 
 @dataclass(frozen=True)
@@ -36,30 +43,44 @@ class VerifiedTarget:
     info: TargetFile
     custom: TargetCustom
 
+    @property
+    def sha256(self) -> str:
+        return self.info.hashes["sha256"]
+
+
+def read_trust_root(path: Path) -> bytes:
+    """The vehicle's built-in root metadata, read with a cap."""
+    try:
+        return read_bounded(path, MAX_ROOT, f"trust root {path}")
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read the trust root {path}: no such file") from None
+    except FormatError as e:
+        raise ConfigError(str(e)) from None
+
 
 class ImageRepository:
     def __init__(
-        self,
-        base_url: str,
-        cache_dir: Path,
-        trusted_root: bytes,
-        *,
-        fetcher: FetcherInterface | None = None,
+        self, base_url: str, cache_dir: Path, trusted_root: bytes, transport: Transport
     ) -> None:
         base = self.base = base_url.rstrip("/")
         self.metadata_dir = cache_dir / "metadata"
-        self.targets_dir = cache_dir / "targets"
-        self.metadata_dir.mkdir(parents=True, exist_ok=True)
-        self.targets_dir.mkdir(parents=True, exist_ok=True)
-        self._updater = Updater(
-            metadata_dir=str(self.metadata_dir),
-            metadata_base_url=f"{base}/metadata/",
-            target_base_url=f"{base}/targets/",
-            target_dir=str(self.targets_dir),
-            fetcher=fetcher,
-            config=UpdaterConfig(max_root_rotations=64),
-            bootstrap=trusted_root,
-        )
+        try:
+            self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create {self.metadata_dir}: {e.strerror}") from None
+        _prune_cache(self.metadata_dir)
+        with _translated("the trust root"):
+            try:
+                self._updater = Updater(
+                    metadata_dir=str(self.metadata_dir),
+                    metadata_base_url=f"{base}/metadata/",
+                    target_base_url=f"{base}/targets/",
+                    fetcher=TransportFetcher(transport),
+                    config=CONFIG,
+                    bootstrap=trusted_root,
+                )
+            except (DeserializationError, ValueError, TypeError, KeyError) as e:
+                raise ConfigError(f"the trust root is not valid root metadata: {e}") from None
 
     def refresh(self) -> None:
         with _translated("refresh"):
@@ -69,19 +90,15 @@ class ImageRepository:
         try:
             check_target_path(path)
         except MetadataFormatError as e:
-            raise VerificationError(str(e)) from None
+            raise BadDataError(str(e)) from None
         with _translated(path):
             info = self._updater.get_targetinfo(path)
         if info is None:
-            raise VerificationError(f"{path} is not in the repository")
-        try:
-            custom = TargetCustom.from_dict(info.custom)
-        except MetadataFormatError as e:
-            raise VerificationError(f"{path}: {e}") from None
-        return VerifiedTarget(info, custom)
+            raise SecurityError(f"{path} is not in the repository")
+        return _verified(info)
 
     def all_targets(self) -> list[VerifiedTarget]:
-        """Every target of every role, from verified metadata only.
+        """Every target of every role that follows the contract, from verified metadata only.
 
         python-tuf loads delegated roles lazily, for a path they cover; one lookup per
         delegation loads each, then the trusted copies it persisted are read back.
@@ -96,22 +113,21 @@ class ImageRepository:
                 roles.append(delegated.name)
         out: list[VerifiedTarget] = []
         for role in roles:
-            for path, info in self._trusted(role).targets.items():
+            for info in self._trusted(role).targets.values():
                 try:
-                    check_target_path(path)
-                    out.append(VerifiedTarget(info, TargetCustom.from_dict(info.custom)))
-                except MetadataFormatError:
+                    out.append(_verified(info))
+                except BadDataError:
                     continue  # not one of ours: never install what we cannot read
         return out
 
     def _trusted(self, role: str) -> Targets:
         path = self.metadata_dir / f"{quote(role, safe='')}.json"
         try:
-            md = Metadata.from_file(str(path))
-        except (OSError, DeserializationError) as e:
-            raise VerificationError(f"trusted metadata for {role} is missing: {e}") from None
+            md = Metadata[Targets].from_bytes(read_bounded(path, CONFIG.targets_max_length))
+        except (OSError, FormatError, DeserializationError) as e:
+            raise BadDataError(f"trusted metadata for {role} is unreadable: {e}") from None
         if not isinstance(md.signed, Targets):
-            raise VerificationError(f"{path} is not targets metadata")
+            raise BadDataError(f"{path} is not targets metadata")
         return md.signed
 
     def target_url(self, info: TargetFile) -> str:
@@ -120,21 +136,40 @@ class ImageRepository:
         prefix = f"{directory}/" if directory else ""
         return f"{self.base}/targets/{prefix}{info.hashes['sha256']}.{name}"
 
-    def download(self, target: VerifiedTarget) -> Path:
-        """Fetch a target (or reuse a verified cached copy); length and hashes are checked."""
-        with _translated(target.info.path):
-            cached = self._updater.find_cached_target(target.info)
-            if cached is not None:
-                return Path(cached)
-            return Path(self._updater.download_target(target.info))
+
+def _prune_cache(directory: Path) -> None:
+    """python-tuf reads its cached metadata whole: drop any cached file that is not a regular
+    file of a sane size (a damaged cache is downloaded again, never trusted)."""
+    cap = max(CONFIG.targets_max_length, CONFIG.root_max_length)
+    for entry in directory.iterdir():
+        try:
+            st = entry.lstat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        except OSError as e:
+            raise DeviceError(f"cannot clean the metadata cache {entry}: {e.strerror}") from None
+
+
+def _verified(info: TargetFile) -> VerifiedTarget:
+    try:
+        check_target_path(info.path)
+        custom = TargetCustom.from_dict(info.custom)
+    except MetadataFormatError as e:
+        raise BadDataError(f"{info.path[:100]}: {e}") from None
+    if "sha256" not in info.hashes:
+        raise BadDataError(f"{info.path}: no sha256 hash")
+    return VerifiedTarget(info, custom)
 
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Map python-tuf's exceptions onto the two families callers act on."""
+    """Map python-tuf's exceptions onto the client's family."""
     try:
         yield
     except tuf_errors.DownloadError as e:
-        raise TransportError(f"{what}: {e}") from e
+        raise TransportError(f"{what}: {e}") from None
     except tuf_errors.RepositoryError as e:
-        raise VerificationError(f"{what}: {type(e).__name__}: {e}") from e
+        raise SecurityError(f"{what}: {type(e).__name__}: {e}") from None

@@ -1,0 +1,564 @@
+"""The agent's shell: one update cycle for the whole vehicle, as a table of work functions.
+
+``WORK`` maps each phase to a function that does one unit of that phase's work — one ECU's
+download, one ECU's install, one boot-control write — and returns the event it produced; the
+pure machine (``machine.step``) decides what that event means, the shell persists the new state
+and goes on. Nothing here keeps a second copy of the state machine, and the state is never
+reloaded from disk in the middle of a cycle.
+
+One rule closes the crash windows: **no state that moves the vehicle past a step is saved
+until that step's effects are durable.** A staged payload is kept until the state after ARM is
+saved; the bootloader is pointed back at the good slot before a rollback is recorded; the slot
+written is chosen from the *booted* slot, and checked right before it is opened not to be the
+booted slot or the root device, whatever a state file says. After asking for a real reboot the
+shell stops; ``start`` (``ota-client boot`` at the next start-up) observes what booted and
+decides with ``recovery.after_boot``. A kill at any point produces no event: the next start
+resumes the step it was in, and a kill never becomes a reported failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ota_client.agent import backoff, recovery
+from ota_client.agent import machine as m
+from ota_client.agent.health import run_checks
+from ota_client.agent.plan import Candidate, EcuFacts, identify, lengths_to_hash, plan_install
+from ota_client.agent.records import Image, Job, Phase, Step, VehicleState, parse_image
+from ota_client.agent.store import Outbox, StateStore, clean_staged, clean_temporaries
+from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, SymlinkBoot, UBootBoot
+from ota_client.boot.rules import BootFacts
+from ota_client.config import ClientConfig, EcuConfig
+from ota_client.errors import ClientError, DeviceError, SecurityError, TransportError
+from ota_client.fetch.transport import HttpTransport, Transport
+from ota_client.metadata.reports import Report, clip_error
+from ota_client.payload.apply import apply_payload
+from ota_client.payload.format import PayloadError
+from ota_client.slots.directory import install_bundle, read_marker
+from ota_client.slots.guard import check_writable
+from ota_client.slots.raw import ReadBackWriter, SlotWriter, SourceWindow, capacity, digest
+from ota_client.strict import FormatError, parse_json
+from ota_client.verify.image_repo import ImageRepository, read_trust_root
+
+log = logging.getLogger("ota.client")
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The cycle stops before IDLE: for a real reboot, a back-off, or the network."""
+
+    reason: str  # "reboot" | "backoff" | "interrupted"
+
+
+def make_boot(ecu: EcuConfig, data_dir: Path) -> BootControl:
+    b = ecu.boot
+    if b.backend == "grub":
+        assert b.env is not None and b.cmdline is not None
+        return GrubBoot(b.env, b.cmdline)
+    if b.backend == "uboot":
+        assert b.config is not None and b.cmdline is not None
+        return UBootBoot(b.config, b.cmdline, data_dir / f"uboot-defaults-{ecu.serial}.env")
+    assert b.state is not None
+    if b.backend == "symlink":
+        assert ecu.slots.current is not None
+        return SymlinkBoot(
+            b.state, ecu.slots.current, {"a": ecu.slots.a, "b": ecu.slots.b}, b.restart
+        )
+    return SimulatedBoot(b.state)
+
+
+def report_id(*parts: str) -> str:
+    """The same report gets the same id however often a step is repeated."""
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
+
+
+class VehicleAgent:
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        emulate_reboot: bool | None = None,
+    ) -> None:
+        self.config, self.clock = config, clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        data = config.data_dir
+        self.ecus = {e.serial: e for e in config.ecus}
+        self.boots = {e.serial: make_boot(e, data) for e in config.ecus}
+        self.store = StateStore(data / "state.json")
+        self.outbox = Outbox(data / "outbox.json")
+        self.staging = data / "downloads"
+        simulated = all(e.boot.backend in ("simulated", "symlink") for e in config.ecus)
+        self.emulate = simulated if emulate_reboot is None else emulate_reboot
+        self.force = False
+        self.state = VehicleState()
+        self._transport = transport
+        self._repo: ImageRepository | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = HttpTransport(self.config.network)
+        return self._transport
+
+    @property
+    def repo(self) -> ImageRepository:
+        if self._repo is None:
+            root = read_trust_root(self.config.trust_root)
+            self._repo = ImageRepository(
+                self.config.repo_url, self.config.data_dir / "tuf", root, self.transport
+            )
+        return self._repo
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def apply(self, event: m.Event) -> VehicleState:
+        """Step the machine, persist the new state, and only then let work go on."""
+        old, new = self.state, m.step(self.state, event)
+        self.store.save(new)
+        self.state = new
+        if new.phase != old.phase:
+            extra = f" ({new.error})" if new.error and new.error != old.error else ""
+            log.info("vehicle: %s -> %s%s", old.phase, new.phase, extra)
+        if new.phase in (Phase.REBOOT, Phase.IDLE):
+            clean_staged(self.staging, self._needed())
+        return new
+
+    def facts(self) -> dict[str, BootFacts]:
+        return {serial: boot.facts() for serial, boot in self.boots.items()}
+
+    def slot_path(self, serial: str, slot: str) -> Path:
+        return self.ecus[serial].slots.path(slot)
+
+    def staged(self, job: Job) -> Path:
+        """Where a delta or bundle waits between DOWNLOAD and INSTALL (named by its digest)."""
+        return self.staging / f"{job.fetch.sha256}.{job.fetch.kind}"
+
+    def _needed(self) -> set[str]:
+        steps = (Step.PENDING, Step.DOWNLOADED)
+        return {self.staged(j).name for j in self.state.jobs if j.step in steps}
+
+    def _streams_into_slot(self, job: Job) -> bool:
+        return job.fetch.kind == "full" and self.ecus[job.serial].slots.type == "raw"
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load (or reset) the state, prepare boot control, and learn what booted."""
+        data = self.config.data_dir
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DeviceError(f"cannot create {data}: {e.strerror}") from None
+        clean_temporaries(data)
+        now = self.clock()
+        self.state, notice = self.store.load_or_reset(now)
+        if notice is not None:
+            serial = self.config.ecus[0].serial
+            reset = Report(
+                report_id("reset", str(now), notice),
+                self.config.vehicle_id,
+                serial,
+                "state_reset",
+                now,
+                error=clip_error(notice),
+                kind="bad_data",
+            )
+            self.outbox.put([reset], now)
+        for boot in self.boots.values():
+            boot.ensure()
+        event = recovery.after_boot(self.state, self.facts(), now)
+        if event is not None:
+            self.apply(event)
+        clean_staged(self.staging, self._needed())
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    def cycle(self, *, force: bool = False) -> Wait | None:
+        """One update cycle, from wherever the last one stopped, until IDLE or a Wait."""
+        self.force = force
+        self.start()
+        s = self.state
+        if s.phase == Phase.IDLE:
+            self.flush()
+            self.apply(m.Start())
+        elif (
+            s.phase == Phase.DOWNLOAD
+            and not force
+            and backoff.waiting(s.retry, m.plan_key(s.jobs), self.clock())
+        ):
+            return Wait("backoff")
+        result = self.drive()
+        self.flush()
+        return result
+
+    def boot(self) -> Wait | None:
+        """At start-up: finish a trial, a commit or a rollback the last boot left."""
+        self.start()
+        if self.state.phase not in (Phase.TRIAL, Phase.COMMIT, Phase.ROLLBACK):
+            return None
+        result = self.drive()
+        self.flush()
+        return result
+
+    def drive(self) -> Wait | None:
+        while self.state.phase != Phase.IDLE:
+            result = WORK[self.state.phase](self)
+            if isinstance(result, Wait):
+                return result
+            self.apply(result)
+            if isinstance(result, m.Interrupted):
+                return Wait("interrupted")
+        return None
+
+    def failed(self, error: ClientError) -> m.Failed:
+        """The event for a failed step, with the release's back-off (or its giving up)."""
+        s, now = self.state, self.clock()
+        retry = s.retry
+        if s.phase != Phase.CHECK:
+            retry = None
+            if not isinstance(error, SecurityError):  # a security failure is never retried
+                retry = backoff.next_retry(
+                    s.retry,
+                    m.plan_key(s.jobs),
+                    now,
+                    first=self.config.retry_delay,
+                    cap=self.config.poll_interval,
+                    max_attempts=self.config.max_attempts,
+                    jitter=self.rng.random(),
+                )
+        given_up = retry is None and s.phase != Phase.CHECK
+        return m.Failed(f"{error}; given up" if given_up else str(error), error.kind, retry, now)
+
+    # -- CHECK ------------------------------------------------------------------------------
+
+    def candidates(self) -> list[Candidate]:
+        self.repo.refresh()
+        return [
+            Candidate(t.info.path, t.info.length, t.sha256, t.custom)
+            for t in self.repo.all_targets()
+        ]
+
+    def installed(self, serial: str, active: str, pool: list[Candidate]) -> Image | None:
+        """What the ECU's active slot holds: the record, the bundle marker, or its hash."""
+        known = self.state.record(serial).installed
+        if known is not None:
+            return known
+        ecu, path = self.ecus[serial], self.slot_path(serial, active)
+        if ecu.slots.type == "directory":
+            marker = read_marker(path)
+            try:
+                return None if marker is None else parse_image(parse_json(marker, "marker"), "")
+            except FormatError:
+                return None
+        digests = {}
+        for length in lengths_to_hash(pool, ecu.hardware_id):
+            try:
+                digests[length] = digest(path, length)
+            except DeviceError:
+                continue
+        return identify(pool, ecu.hardware_id, digests)
+
+    def ecu_facts(self, facts: Mapping[str, BootFacts], pool: list[Candidate]) -> list[EcuFacts]:
+        out = []
+        for serial, ecu in self.ecus.items():
+            booted = facts[serial].booted
+            room = None
+            if ecu.slots.type == "raw":
+                room = capacity(ecu.slots.path("b" if booted == "a" else "a"), ecu.slots.size)
+            out.append(
+                EcuFacts(
+                    serial,
+                    ecu.hardware_id,
+                    ecu.role,
+                    ecu.slots.type == "directory",
+                    booted,
+                    room,
+                    self.installed(serial, facts[serial].active, pool),
+                    self.state.record(serial),
+                )
+            )
+        return out
+
+    def check(self) -> tuple[list[EcuFacts], m.Planned | m.NothingToDo]:
+        """What every ECU runs and what the next cycle would do (writes nothing)."""
+        facts = self.facts()
+        problems, _stray = recovery.preflight(facts)
+        if problems:
+            raise DeviceError("; ".join(problems))
+        pool = self.candidates()
+        ecus = self.ecu_facts(facts, pool)
+        installed = {e.serial: e.installed for e in ecus}
+        plan = plan_install(pool, ecus)
+        if plan is None:
+            return ecus, m.NothingToDo(installed)
+        key = m.plan_key(plan.jobs)
+        if not self.force and backoff.waiting(self.state.retry, key, self.clock()):
+            return ecus, m.NothingToDo(installed, waiting=True)
+        return ecus, m.Planned(uuid.uuid4().hex, plan.bundle, plan.version, plan.jobs, installed)
+
+    def work_check(self) -> m.Event:
+        try:
+            for serial, slot in recovery.preflight(self.facts())[1]:
+                log.warning("%s: disarming a trial of slot %s left armed", serial, slot)
+                self.boots[serial].mark_bad(slot)
+            return self.check()[1]
+        except ClientError as e:
+            if isinstance(e, SecurityError):
+                self._queue_security(str(e))
+            return self.failed(e)
+
+    # -- DOWNLOAD / INSTALL / ARM -----------------------------------------------------------
+
+    def work_download(self) -> m.Event:
+        job = m.pending(self.state, Step.PENDING)
+        assert job is not None
+        try:
+            if self._streams_into_slot(job):
+                self.boots[job.serial].mark_bad(job.slot)  # the slot is written from here on
+                path = self.slot_path(job.serial, job.slot)
+                self._check_writable(job, path)
+            else:
+                self.staging.mkdir(parents=True, exist_ok=True)
+                path = self.staged(job)
+            return self._fetch(job, path)
+        except TransportError as e:
+            failed = self.failed(e)
+            if failed.retry is None:
+                return failed  # interrupted too often: given up
+            return m.Interrupted(f"download interrupted, will resume: {e}", failed.retry)
+        except OSError as e:
+            return self.failed(DeviceError(f"{self.staging}: {e.strerror}"))
+        except ClientError as e:
+            return self.failed(e)
+
+    def _check_writable(self, job: Job, path: Path) -> None:
+        booted = self.boots[job.serial].booted_slot()
+        check_writable(path, self.slot_path(job.serial, booted))
+        if booted == job.slot:
+            raise DeviceError(f"{job.serial}: refusing to write slot {job.slot}: it is booted")
+
+    def _fetch(self, job: Job, path: Path) -> m.Event:
+        f = job.fetch
+        info = self.repo.target(f.path)
+        if info.info.length != f.length or info.sha256 != f.sha256:
+            raise SecurityError(f"{f.path} changed in the repository since the check")
+        sink = ReadBackWriter(path, f.received)
+
+        def checkpoint(received: int, etag: str | None) -> None:
+            self.apply(m.Progress(job.serial, received, etag))
+
+        try:
+            self.transport.download(
+                self.repo.target_url(info.info),
+                sink,
+                start=f.received,
+                length=f.length,
+                etag=f.etag,
+                checkpoint=checkpoint,
+            )
+            written = sink.finish()
+        finally:
+            sink.close()
+        if written == f.sha256:
+            return m.Downloaded(job.serial)
+        if f.received and not sink.restarted:
+            return m.Restart(job.serial, f"{f.path}: a resumed download did not match; restarting")
+        raise SecurityError(f"{f.path}: the download does not match its signed hash")
+
+    def work_install(self) -> m.Event:
+        job = m.pending(self.state, Step.DOWNLOADED)
+        assert job is not None
+        ecu, path = self.ecus[job.serial], self.slot_path(job.serial, job.slot)
+        try:
+            self.boots[job.serial].mark_bad(job.slot)  # RAUC's bracket: bad first, then write
+            self._check_writable(job, path)
+            if ecu.slots.type == "directory":
+                install_bundle(self.staged(job), path, json.dumps(asdict(job.target)).encode())
+            elif job.fetch.kind == "delta":
+                self._apply_delta(job, path)
+            # A full raw image was read back from the slot as it was downloaded.
+            return m.Installed(job.serial)
+        except PayloadError as e:
+            return m.FallBack(job.serial, f"the delta does not fit ({e}); fetching the full image")
+        except ClientError as e:
+            return self.failed(e)
+
+    def _apply_delta(self, job: Job, path: Path) -> None:
+        assert job.fetch.source_length is not None
+        source = self.slot_path(job.serial, job.good)
+        try:
+            with (
+                open(self.staged(job), "rb") as payload,
+                SourceWindow(source, job.fetch.source_length) as window,
+                SlotWriter(path) as out,
+            ):
+                apply_payload(
+                    payload,
+                    out,
+                    window,  # type: ignore[arg-type]
+                    expect_size=job.target.length,
+                    expect_sha256=bytes.fromhex(job.target.sha256),
+                )
+                out.sync()
+        except OSError as e:
+            raise DeviceError(f"applying the delta to {path}: {e.strerror}") from None
+        if digest(path, job.target.length) != job.target.sha256:
+            raise DeviceError(f"{path} does not hold the signed image after writing it")
+
+    def work_arm(self) -> m.Event:
+        job = m.pending(self.state, Step.INSTALLED)
+        assert job is not None
+        try:
+            self.boots[job.serial].arm_trial(job.slot, self.ecus[job.serial].boot.attempts)
+            return m.Armed(job.serial)
+        except ClientError as e:
+            return self.failed(e)
+
+    # -- REBOOT / TRIAL / COMMIT / ROLLBACK -------------------------------------------------
+
+    def reboot(self) -> Wait | None:
+        """Reboot the vehicle: played in-process when emulated, else asked of the system."""
+        if self.emulate:
+            for serial, boot in self.boots.items():
+                log.info("%s: booted slot %s", serial, boot.emulate_reboot())
+            return None
+        log.warning("rebooting the vehicle: %s", " ".join(self.config.reboot_command))
+        try:
+            subprocess.run(list(self.config.reboot_command), check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DeviceError(f"cannot reboot: {e}") from None
+        return Wait("reboot")
+
+    def work_reboot(self) -> m.Event | Wait:
+        wait = self.reboot()
+        if wait is not None:
+            return wait
+        event = recovery.after_boot(self.state, self.facts(), self.clock())
+        if event is None:
+            raise DeviceError("the bootloader did not boot the armed slots")
+        return event
+
+    def work_trial(self) -> m.Event:
+        now = self.clock()
+        for job in self.state.jobs:
+            ecu = self.ecus[job.serial]
+            budget = recovery.trial_budget(self.state, ecu.trial_deadline, now)
+            if budget <= 0:
+                return m.TrialFailed(job.serial, "the trial deadline passed")
+            failure = run_checks(ecu.health, budget, self.transport)
+            if failure is not None:
+                return m.TrialFailed(job.serial, failure)
+        return m.TrialPassed()
+
+    def work_commit(self) -> m.Event:
+        job = next((j for j in self.state.jobs if j.step is not Step.COMMITTED), None)
+        if job is not None:
+            self.boots[job.serial].mark_good(job.slot)
+            return m.Committed(job.serial)
+        self._queue_outcome("commit")
+        return m.Done()
+
+    def work_rollback(self) -> m.Event | Wait:
+        job = next((j for j in self.state.jobs if j.step is not Step.RESTORED), None)
+        if job is not None:
+            boot = self.boots[job.serial]
+            if boot.active_slot() == job.slot:  # committed already: the good slot again
+                boot.mark_good(job.good)
+            boot.mark_bad(job.slot)
+            return m.Restored(job.serial)
+        self._queue_outcome(self.state.outcome or "update_failed")
+        if recovery.needs_reboot(self.state, self.facts()):
+            wait = self.reboot()
+            if wait is not None:
+                return wait
+            if recovery.needs_reboot(self.state, self.facts()):
+                raise DeviceError("the bootloader did not boot the good slots")
+        return m.Done()
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def _queue_outcome(self, event: str) -> None:
+        s, now = self.state, self.clock()
+        assert s.cycle is not None
+        reports = []
+        for job in s.jobs:
+            running = job.target if event == "commit" else s.record(job.serial).installed
+            reports.append(
+                Report(
+                    report_id(s.cycle, job.serial, event),
+                    self.config.vehicle_id,
+                    job.serial,
+                    event,
+                    now,
+                    bundle=s.bundle,
+                    target=job.target.path,
+                    version=job.target.version,
+                    release_counter=job.target.release_counter,
+                    installed=running.version if running else None,
+                    error=None if event == "commit" or s.error is None else clip_error(s.error),
+                    kind=None if event == "commit" else s.error_kind,
+                )
+            )
+        self.outbox.put(reports, now)
+
+    def _queue_security(self, message: str) -> None:
+        now = self.clock()
+        serial = self.config.ecus[0].serial
+        report = Report(
+            report_id("security", str(now), message),
+            self.config.vehicle_id,
+            serial,
+            "security",
+            now,
+            error=clip_error(message),
+            kind="security",
+        )
+        self.outbox.put([report], now)
+
+    def flush(self) -> None:
+        """Deliver queued reports, oldest first; what the server did not take stays queued."""
+        now = self.clock()
+        reports = self.outbox.items(now)
+        if not reports:
+            return
+        sent: set[str] = set()
+        try:
+            for report in reports:
+                body = json.dumps(report.to_dict()).encode()
+                status = self.transport.post_json(self.config.events_url, body)
+                if status >= 500:
+                    break  # the server is unwell: keep the rest for later
+                if status >= 400:
+                    log.warning("report %s refused: HTTP %s", report.id, status)
+                sent.add(report.id)
+        except ClientError as e:
+            log.info("reports stay queued: %s", e)
+        self.outbox.drop(sent, now)
+
+
+WORK: dict[Phase, Callable[[VehicleAgent], m.Event | Wait]] = {
+    Phase.CHECK: VehicleAgent.work_check,
+    Phase.DOWNLOAD: VehicleAgent.work_download,
+    Phase.INSTALL: VehicleAgent.work_install,
+    Phase.ARM: VehicleAgent.work_arm,
+    Phase.REBOOT: VehicleAgent.work_reboot,
+    Phase.TRIAL: VehicleAgent.work_trial,
+    Phase.COMMIT: VehicleAgent.work_commit,
+    Phase.ROLLBACK: VehicleAgent.work_rollback,
+}
