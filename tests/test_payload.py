@@ -316,6 +316,6 @@ def test_cli_round_trip_and_errors(tmp_path: Path) -> None:
     )
     assert ota(home, "payload", "apply", tmp_path / "f.payload", tmp_path / "f.img").exit_code == 0
     assert (tmp_path / "f.img").read_bytes() == new.read_bytes()
-    assert "chunk size" in one_line_error(
+    assert "--chunk-size" in one_line_error(
         ota(home, "payload", "diff", "--chunk-size", "100000000", old, new, tmp_path / "z")
     )

@@ -10,13 +10,16 @@ on a lie.
 
 Op data: a 4-byte big-endian decoded length (at most ``max_decoded(length)``), then the
 compressed encoding: varint n, n × (varint x, varint y, zigzag varint z), the diff block
-(sum of x bytes), the extra block (sum of y bytes).
+(sum of x bytes), the extra block (sum of y bytes). n is at most ``max_triples(length)``
+(one per 16 output bytes; real patches have about one per 100 or fewer), so the control block
+handed to bsdiff4 (24 bytes a triple) stays within 1.5 × the output: a hostile op cannot turn
+a few bytes per triple into gigabytes of Python objects.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import bsdiff4.core
 
@@ -32,6 +35,11 @@ def max_decoded(length: int) -> int:
     """The most decoded data an op writing ``length`` bytes may carry: the blocks plus a
     control part no larger than the output (a generator that needs more uses REPLACE)."""
     return 2 * length + 16
+
+
+def max_triples(length: int) -> int:
+    """The most triples an op writing ``length`` bytes may carry."""
+    return length // 16 + 16
 
 
 def pack(compressed: bytes, decoded_length: int) -> bytes:
@@ -72,12 +80,9 @@ def _offtin(value: int) -> bytes:
     return _I64.pack(-value | _SIGN if value < 0 else value)
 
 
-def _control(triples: Iterable[Triple]) -> bytes:
-    return b"".join(_offtin(x) + _offtin(y) + _offtin(z) for x, y, z in triples)
-
-
-def decode(data: bytes, length: int) -> tuple[list[Triple], bytes, bytes]:
-    """Split decoded op data into triples, diff and extra blocks, checking every size."""
+def decode(data: bytes, length: int) -> tuple[bytes, bytes, bytes]:
+    """Split decoded op data into bsdiff4's control block (the triples, 24 bytes each), the
+    diff and the extra block, checking every size."""
     pos = 0
 
     def varint() -> int:
@@ -94,9 +99,9 @@ def decode(data: bytes, length: int) -> tuple[list[Triple], bytes, bytes]:
                 return value
 
     count = varint()
-    if count > length + 1:
+    if count > max_triples(length):
         raise PayloadFormatError("corrupt bsdiff data (too many triples)")
-    triples: list[Triple] = []
+    control = bytearray()
     total_x = total_y = 0
     for _ in range(count):
         x, y, zz = varint(), varint(), varint()
@@ -105,17 +110,17 @@ def decode(data: bytes, length: int) -> tuple[list[Triple], bytes, bytes]:
         total_y += y
         if total_x + total_y > length or abs(z) >= 1 << 62:
             raise PayloadFormatError("corrupt bsdiff data (triples exceed the output)")
-        triples.append((x, y, z))
+        control += _offtin(x) + _offtin(y) + _offtin(z)
     if total_x + total_y != length or pos + length != len(data):
         raise PayloadFormatError("corrupt bsdiff data (block sizes do not add up)")
-    return triples, data[pos : pos + total_x], data[pos + total_x :]
+    return bytes(control), data[pos : pos + total_x], data[pos + total_x :]
 
 
 def patch(window: bytes, data: bytes, length: int) -> bytes:
     """Apply encoded bsdiff ``data`` to a source ``window``, producing ``length`` bytes."""
-    triples, diff, extra = decode(data, length)
+    control, diff, extra = decode(data, length)
     try:
-        out: bytes = bsdiff4.core.patch(window, length, _control(triples), diff, extra)
+        out: bytes = bsdiff4.core.patch(window, length, control, diff, extra)
     except ValueError as e:
         raise PayloadFormatError(f"corrupt bsdiff data: {e}") from None
     return out

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.params import Text
 from ota_server.cli.render import echo_json, echo_table, warn
 from ota_server.keys.ceremony import init_keys, rotate_keys
 from ota_server.repository.store import root_versions
@@ -99,7 +100,7 @@ def keys_list(cli: CliContext, as_json: bool) -> None:
 
 
 @keys.command("rotate")
-@click.argument("role")
+@click.argument("role", type=Text())
 @click.option(
     "--keys",
     "count",

@@ -15,40 +15,68 @@ from typing import Any
 import click
 
 from ota_client import __version__
+from ota_client.strict import printable
 from ota_server.cli.context import CliContext
 from ota_server.cli.keys import keys
+from ota_server.cli.params import SafePath
 from ota_server.cli.payload import payload
 from ota_server.cli.release import release
 from ota_server.cli.repo import repo
 from ota_server.cli.serve import serve
 from ota_server.errors import OtaError
 
+MAX_LINE = 1000  # our messages already cut each value (80) and path (200) they quote
+MAX_USAGE_LINE = 250  # click's usage errors quote the bad value whole
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line of printable characters, at most ``limit`` long."""
+    return printable(" ".join(text.split()), limit)
+
+
+def _shorten(e: click.ClickException) -> click.ClickException:
+    text = one_line(e.format_message(), MAX_USAGE_LINE)
+    if isinstance(e, click.UsageError):
+        return click.UsageError(text, ctx=e.ctx)
+    return click.ClickException(text)
+
 
 class OtaGroup(click.Group):
     """Turns every failure below it into one line and a non-zero exit."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as e:
+            raise _shorten(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except OtaError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(one_line(str(e), MAX_LINE)) from None
         except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            where = f"{printable(str(e.filename))}: " if e.filename else ""
+            raise click.ClickException(one_line(f"{where}{e.strerror or e}", MAX_LINE)) from None
+        except click.ClickException as e:
+            raise _shorten(e) from None
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as e:
             if os.environ.get("OTA_DEBUG"):
                 traceback.print_exc()
             raise click.ClickException(
-                f"internal error: {type(e).__name__}: {e} (OTA_DEBUG=1 shows the traceback)"
+                one_line(
+                    f"internal error: {type(e).__name__}: {e} (OTA_DEBUG=1 shows the traceback)",
+                    MAX_LINE,
+                )
             ) from None
 
 
 @click.group(cls=OtaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=SafePath(file_okay=False, path_type=Path),
     envvar="OTA_HOME",
     default=Path.home() / ".ota",
     show_default="$OTA_HOME or ~/.ota",

@@ -11,11 +11,13 @@ import click
 from ota_client.atomic import atomic_file
 from ota_client.payload.apply import apply_payload, read_header
 from ota_client.payload.format import OP, PayloadError, parse_op
+from ota_server.cli.params import file_path
 from ota_server.cli.render import echo_json, echo_table, progress
+from ota_server.config import MAX_JOBS
 from ota_server.errors import InputError
-from ota_server.payload.generate import DEFAULT_CHUNK, EFFORTS, generate
+from ota_server.payload.generate import DEFAULT_CHUNK, EFFORTS, MAX_CHUNK, generate
 
-FILE = click.Path(dir_okay=False, path_type=Path)
+FILE = file_path()
 
 
 @click.group()
@@ -36,10 +38,15 @@ def _check_input(path: Path, what: str) -> None:
     "--chunk-size",
     default=DEFAULT_CHUNK,
     show_default=True,
-    type=click.IntRange(4096),
+    type=click.IntRange(4096, MAX_CHUNK),
     help="Bytes of target per operation (4 KiB - 4 MiB).",
 )
-@click.option("--jobs", "-j", type=click.IntRange(1), help="Worker processes (default: all cores).")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, MAX_JOBS),
+    help="Worker processes (default and at most: all cores, one per chunk).",
+)
 @click.option(
     "--effort",
     type=click.Choice(EFFORTS),

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.params import Text, file_path
 from ota_server.cli.render import echo_json, echo_table, progress
 from ota_server.repository.catalog import Catalog
 from ota_server.repository.publish import (
@@ -24,7 +25,7 @@ def release() -> None:
 
 
 @release.command("publish")
-@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("manifest", type=file_path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @pass_cli
@@ -84,7 +85,7 @@ def _result_json(result: PublishResult) -> dict[str, object]:
 
 
 @release.command("list")
-@click.option("--bundle", help="Only this bundle.")
+@click.option("--bundle", type=Text(), help="Only this bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli
 def release_list(cli: CliContext, bundle: str | None, as_json: bool) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.params import Text
 from ota_server.cli.render import echo_json, echo_table, warn
 from ota_server.keys.ceremony import add_delegation
 from ota_server.repository.lifecycle import init_repository, refresh_repository, repository_status
@@ -99,14 +100,17 @@ def _remaining(delta: object) -> str:
 
 
 @repo.command("delegate")
-@click.argument("name")
+@click.argument("name", type=Text())
 @click.option(
     "--hardware-id",
     "hardware_ids",
     multiple=True,
+    type=Text(),
     help="Delegate every image of this hardware id (pattern HWID/*). Repeatable.",
 )
-@click.option("--path", "paths", multiple=True, help="A raw target path pattern. Repeatable.")
+@click.option(
+    "--path", "paths", multiple=True, type=Text(), help="A raw target path pattern. Repeatable."
+)
 @click.option("--keys", "count", default=1, show_default=True, type=click.IntRange(1, 16))
 @click.option("--threshold", default=1, show_default=True, type=click.IntRange(1, 16))
 @pass_cli

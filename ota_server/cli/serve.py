@@ -12,13 +12,31 @@ from pathlib import Path
 import click
 from aiohttp import web
 
+from ota_client.strict import FormatError, printable, read_bounded, show
 from ota_server.cli.context import CliContext, pass_cli
+from ota_server.cli.params import FiniteFloatRange, Text, file_path
 from ota_server.cli.render import warn
-from ota_server.config import ServeConfig, ServerConfig
+from ota_server.config import MAX_HOST, REFRESH_INTERVAL, ServeConfig, ServerConfig, check_host
 from ota_server.errors import ConfigError
 from ota_server.http.app import create_app
 from ota_server.keys.store import KeyStore
 from ota_server.repository.store import root_versions
+
+MAX_TLS_FILE = 1 << 20
+
+
+def _no_password() -> bytes:
+    raise ConfigError("the TLS key is encrypted: give ota serve an unencrypted key")
+
+
+def _check_tls_file(path: Path, what: str) -> None:
+    """A regular file of bounded size: OpenSSL would block on a FIFO or read /dev/zero forever."""
+    try:
+        read_bounded(path, MAX_TLS_FILE, f"TLS {what} {printable(str(path))}")
+    except FileNotFoundError:
+        raise ConfigError(f"TLS {what} {printable(str(path))} does not exist") from None
+    except FormatError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -27,12 +45,17 @@ def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
         return None
     if cert is None or key is None:
         raise ConfigError("TLS needs both a certificate and a key")
+    _check_tls_file(cert, "certificate")
+    _check_tls_file(key, "key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=_no_password)
     except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from e
+        raise ConfigError(
+            f"cannot load TLS certificate {printable(str(cert))} / key {printable(str(key))}: "
+            f"{printable(str(e), 200)}"
+        ) from None
     return context
 
 
@@ -60,16 +83,16 @@ async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
 
 
 @click.command()
-@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--host", type=Text(MAX_HOST), help="Address to listen on (default 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="Port (default 8443; 0 picks a free one)."
 )
+@click.option("--tls-cert", type=file_path(), help="PEM certificate chain.")
+@click.option("--tls-key", type=file_path(), help="PEM private key.")
 @click.option(
-    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate chain."
-)
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
-@click.option(
-    "--refresh-interval", type=click.FloatRange(min=1), help="Seconds between re-signing checks."
+    "--refresh-interval",
+    type=FiniteFloatRange(*REFRESH_INTERVAL),
+    help="Seconds between re-signing checks (1-86400).",
 )
 @click.option("--no-refresh", is_flag=True, help="Never re-sign (serve a read-only copy).")
 @pass_cli
@@ -95,6 +118,11 @@ def serve(
     """
     config = cli.config
     base = config.serve
+    if host is not None:
+        try:
+            check_host(host)
+        except FormatError as e:
+            raise click.BadParameter(f"{show(host)} {e}", param_hint="'--host'") from None
     serve_config = ServeConfig(
         host=host or base.host,
         port=base.port if port is None else port,

@@ -2,7 +2,9 @@
 
 Routes (DESIGN §7): ``/repo/metadata/<file>`` and ``/repo/targets/<path>`` serve the Image
 repository as static files (nginx or a CDN can serve the same directory instead, see
-README); ``/healthz`` answers liveness probes. A background task re-signs the online roles
+README); ``/api/v1/vehicles/<id>/events`` takes vehicle reports (``events``); ``/healthz``
+answers liveness probes. No request, however hostile, is answered with a 5xx: bad input is
+a 4xx, and only a failing disk or repository is a 503. A background task re-signs the online roles
 (snapshot, timestamp) before they expire, if their keys can be loaded without a prompt.
 """
 
@@ -17,8 +19,10 @@ from aiohttp import web
 
 from ota_server.config import ServerConfig
 from ota_server.errors import InputError, OtaError, RepositoryStateError
+from ota_server.fleet.report_log import ReportStore
+from ota_server.fleet.report_policy import ReportLimits
 from ota_server.http import events
-from ota_server.http.appkeys import CONFIG, ETAGS, KEYS
+from ota_server.http.appkeys import CONFIG, ETAGS, KEYS, REPORTS
 from ota_server.http.static import EtagCache, resolve, send_file
 from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
@@ -91,10 +95,21 @@ async def _refresher(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-def create_app(config: ServerConfig, keys: KeyStore | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware])
+async def _report_usage(app: web.Application) -> AsyncIterator[None]:
+    store = app[REPORTS]
+    store.usage = await asyncio.to_thread(store.count)
+    yield
+
+
+def create_app(
+    config: ServerConfig, keys: KeyStore | None = None, *, reports: ReportLimits | None = None
+) -> web.Application:
+    limits = reports or ReportLimits()
+    # No route takes a body larger than a report; aiohttp refuses larger ones with 413.
+    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.body_bytes)
     app[CONFIG] = config
     app[ETAGS] = EtagCache()
+    app[REPORTS] = ReportStore(config.layout.state / "events", limits)
     if keys is not None:
         app[KEYS] = keys
     app.router.add_get("/repo/metadata/{name}", metadata)
@@ -102,5 +117,6 @@ def create_app(config: ServerConfig, keys: KeyStore | None = None) -> web.Applic
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
     app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
+    app.cleanup_ctx.append(_report_usage)
     app.cleanup_ctx.append(_refresher)
     return app

@@ -1,8 +1,10 @@
 """Vehicle progress reports: ``POST/GET /api/v1/vehicles/<vehicle_id>/events``.
 
-Reports (commit, rollback, update_failed) are appended to one JSON-lines file per vehicle
-under ``state/events/`` with the time they arrived; a report id seen before is acknowledged
-and not stored twice (vehicles resend after a power cut). Bodies are capped and validated.
+Thin: read the body (at most ``ReportLimits.body_bytes``, whatever Content-Length says), let
+``fleet.report_policy`` judge and decide, and run the file work of ``fleet.report_log`` in a
+worker thread. Answers: 202 stored, 200 a duplicate (already stored), 400 not a report of this
+vehicle, 413 too large, 507 the store is full (the vehicle keeps the report and retries), 503
+the disk failed. No body, however hostile, gets a 5xx.
 
 Deliberately minimal until the fleet database and vehicle authentication land: it trusts
 the vehicle id in the path, as DESIGN §6 will not.
@@ -10,76 +12,84 @@ the vehicle id in the path, as DESIGN §6 will not.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 from aiohttp import web
 
 from ota_client.metadata import MetadataFormatError, check_identifier
-from ota_server.http.appkeys import CONFIG
+from ota_server.fleet.report_policy import ReportError, decide, parse_report, record_line, records
+from ota_server.http.appkeys import REPORTS
 
-MAX_BODY = 16 << 10
-EVENTS = {"commit", "rollback", "update_failed"}
-FIELDS = {
-    "id",
-    "vehicle_id",
-    "ecu",
-    "event",
-    "time",
-    "target",
-    "version",
-    "release_counter",
-    "installed",
-    "error",
-}
+log = logging.getLogger("ota.serve")
 
 
 def _vehicle(request: web.Request) -> str:
     try:
         return check_identifier("vehicle id", request.match_info["vehicle_id"])
-    except MetadataFormatError as e:
-        raise web.HTTPBadRequest(text=str(e)) from None
+    except MetadataFormatError:
+        raise web.HTTPBadRequest(
+            text="the vehicle id must be 1-64 ASCII letters, digits and . _ -"
+        ) from None
 
 
-def _file(request: web.Request, vehicle: str) -> Path:
-    return request.app[CONFIG].layout.state / "events" / f"{vehicle}.jsonl"
+async def _body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    return b"".join(chunks)
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
+def _storage_failed(e: OSError) -> web.HTTPServiceUnavailable:
+    log.error("cannot use the report store: %s", e)
+    return web.HTTPServiceUnavailable(text="the report store is unavailable; retry later")
 
 
 async def post_event(request: web.Request) -> web.Response:
     vehicle = _vehicle(request)
-    if request.content_length is None or request.content_length > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY, actual_size=request.content_length or 0
-        )
+    store = request.app[REPORTS]
+    body = await _body(request, store.limits.body_bytes)
     try:
-        event = json.loads(await request.read())
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body is not JSON") from None
-    if not isinstance(event, dict) or event.get("event") not in EVENTS:
-        raise web.HTTPBadRequest(text=f"event must be one of {', '.join(sorted(EVENTS))}")
-    if unknown := set(event) - FIELDS:
-        raise web.HTTPBadRequest(text=f"unknown field {sorted(unknown)[0]}")
-    if event.get("vehicle_id", vehicle) != vehicle or not isinstance(event.get("id"), str):
-        raise web.HTTPBadRequest(text="a report needs an id and the vehicle's own id")
-    path = _file(request, vehicle)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if any(e.get("id") == event["id"] for e in _read(path)):
-        return web.json_response({"stored": False, "duplicate": True}, status=200)
-    with open(path, "a") as f:
-        f.write(json.dumps({**event, "received": time.time()}) + "\n")
+        report = parse_report(body, vehicle, store.limits)
+    except ReportError as e:
+        raise web.HTTPBadRequest(text=str(e)) from None
+    line = record_line(report, time.time())
+    async with store.lock(vehicle):
+        try:
+            contents = await asyncio.to_thread(store.read, vehicle)
+            decision = decide(
+                report, contents, line_bytes=len(line), usage=store.usage, limits=store.limits
+            )
+            if decision.action == "duplicate":
+                return web.json_response({"stored": False, "duplicate": True}, status=200)
+            if decision.action == "refuse":
+                raise web.HTTPInsufficientStorage(text=decision.reason)
+            grown = await asyncio.to_thread(
+                store.append, vehicle, contents, line, decision.drop, decision.rewrite
+            )
+        except OSError as e:
+            raise _storage_failed(e) from None
+        store.usage = replace(
+            store.usage,
+            vehicles=store.usage.vehicles + (not contents.exists),
+            total_bytes=max(0, store.usage.total_bytes + grown),
+        )
     return web.json_response({"stored": True}, status=202)
 
 
 async def get_events(request: web.Request) -> web.Response:
     vehicle = _vehicle(request)
-    return web.json_response(_read(_file(request, vehicle)))
+    store = request.app[REPORTS]
+    try:
+        contents = await asyncio.to_thread(store.read, vehicle)
+    except OSError as e:
+        raise _storage_failed(e) from None
+    return web.json_response(records(contents))

@@ -48,10 +48,13 @@ class _Digest:
 
 
 class EtagCache:
-    """Content hashes of mutable small files, recomputed only when the file changes."""
+    """Content hashes of mutable small files, recomputed only when the file changes.
 
-    def __init__(self) -> None:
+    Holds at most ``limit`` files (forgetting all at once when full: they are few and cheap)."""
+
+    def __init__(self, limit: int = 4096) -> None:
         self._cache: dict[Path, _Digest] = {}
+        self.limit = limit
 
     def etag(self, path: Path, st: os.stat_result) -> str:
         hashed = _HASH_PREFIXED.fullmatch(path.name)
@@ -62,6 +65,8 @@ class EtagCache:
         if cached is None or cached.key != key:
             with open(path, "rb") as f:
                 cached = _Digest(key, hashlib.file_digest(f, "sha256").hexdigest())
+            if len(self._cache) >= self.limit:
+                self._cache.clear()
             self._cache[path] = cached
         return cached.etag
 
@@ -73,12 +78,15 @@ def cache_control(path: Path) -> str:
 
 async def send_file(request: web.Request, path: Path, etags: EtagCache) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    try:  # no symlinks, and a FIFO swapped in after resolve() must not block the loop
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         raise web.HTTPNotFound() from None
+    f = os.fdopen(fd, "rb")
     try:
         st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise web.HTTPNotFound()
         etag = await loop.run_in_executor(None, etags.etag, path, st)
         reply = plan_reply(request.headers, size=st.st_size, etag=etag, mtime=int(st.st_mtime))
         response = web.StreamResponse(status=reply.status, headers=reply.headers)

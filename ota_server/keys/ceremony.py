@@ -20,6 +20,7 @@ from datetime import datetime
 from securesystemslib.signer import SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations
 
+from ota_client.strict import show
 from ota_server.config import ExpiryPolicy, Layout
 from ota_server.errors import InputError, KeyStoreError
 from ota_server.keys.store import (
@@ -63,7 +64,7 @@ def check_path_pattern(pattern: str) -> str:
     segments = pattern.split("/")
     if len(segments) > 4 or not all(_PATTERN_SEGMENT.fullmatch(s) for s in segments):
         raise InputError(
-            f"path pattern {pattern!r}: use up to 4 segments of letters, digits, . _ - and *"
+            f"path pattern {show(pattern)}: use up to 4 segments of letters, digits, . _ - and *"
         )
     return pattern
 
@@ -102,7 +103,7 @@ def rotate_keys(
             delegator = repo.delegator(role) if top_level else repo.targets()
             if not top_level and role not in {r.name for r in repo.delegated_roles()}:
                 raise InputError(
-                    f"no role {role!r} (roles: {', '.join(TOP_LEVEL_ROLES)} or a supplier)"
+                    f"no role {show(role)} (roles: {', '.join(TOP_LEVEL_ROLES)} or a supplier)"
                 )
             old = delegator.get_delegated_role(role)
             count = count or len(old.keyids)

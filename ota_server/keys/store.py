@@ -58,10 +58,13 @@ def check_role_name(name: str) -> str:
     """A delegated (supplier) role name: an identifier that is not a top-level role."""
     try:
         check_identifier("role name", name)
-    except MetadataFormatError as e:
-        raise KeyStoreError(str(e)) from e
+    except MetadataFormatError:
+        raise KeyStoreError(
+            f"invalid role name {show(name)}: use 1-64 ASCII letters, digits and . _ -, "
+            "starting with a letter or digit"
+        ) from None
     if name in RESERVED_NAMES or name.lower() != name:
-        raise KeyStoreError(f"role name {name!r} is reserved or not lower case")
+        raise KeyStoreError(f"role name {show(name)} is reserved or not lower case")
     return name
 
 

@@ -6,7 +6,8 @@ and ``REPLACE``. The bsdiff patch comes from the aligned shortcut when the chunk
 shifted source blocks with little changed, else from the bsdiff search (``search.py``) over
 the source window the matcher chose. ``effort="best"`` compresses with xz (trying the x86
 filter on code), ``"fast"`` with zstd. Chunks run in worker processes (all cores by default)
-and are written in order as they complete, so memory is O(jobs × window), not O(image).
+and are written in order as they complete, so memory is O(jobs × window), not O(image);
+there are never more workers than cores or chunks (``workers``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from ota_client.payload import bsdiff_data
 from ota_client.payload.format import MAX_OP_LENGTH, Header, Op, OpType
+from ota_server.config import MAX_JOBS
 from ota_server.payload.aligned import aligned_patch
 from ota_server.payload.compress import smallest
 from ota_server.payload.match import ChunkPlan, SourceIndex, anchors, plan_chunks
@@ -97,10 +99,13 @@ def _bsdiff_op(
     )
     if shortcut is not None:
         (w0, w1), triples, diff = shortcut
-        encoded = bsdiff_data.encode(triples, diff, b"")
+        extra = b""
     else:
         w0, w1 = plan.window
-        encoded = bsdiff_data.encode(*bsdiff(bytes(source[w0:w1]), chunk))
+        triples, diff, extra = bsdiff(bytes(source[w0:w1]), chunk)
+    if len(triples) > bsdiff_data.max_triples(len(chunk)):
+        return None  # the applier refuses such patches: REPLACE instead
+    encoded = bsdiff_data.encode(triples, diff, extra)
     if len(encoded) > bsdiff_data.max_decoded(len(chunk)):
         return None
     codec, packed = smallest(encoded, effort=effort)
@@ -175,7 +180,8 @@ def generate(
         raise ValueError(f"chunk size must be between 4 KiB and {MAX_CHUNK >> 20} MiB")
     if effort not in EFFORTS:
         raise ValueError(f"effort must be one of {', '.join(EFFORTS)}")
-    jobs = jobs or os.cpu_count() or 1
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"jobs must be between 1 and {MAX_JOBS}")
     with ExitStack() as stack:
         tview = _map(target, stack)
         sview = _map(source, stack) if source is not None else None
@@ -204,16 +210,24 @@ def generate(
     return stats
 
 
+def workers(jobs: int | None, chunks: int) -> int:
+    """Worker processes for ``chunks`` chunks: as asked (default all cores), but never more
+    than the cores of this machine, the chunks to encode, or ``MAX_JOBS``."""
+    cores = os.cpu_count() or 1
+    return max(1, min(jobs or cores, cores, chunks, MAX_JOBS))
+
+
 def _run(
     plans: list[ChunkPlan],
     effort: str,
-    jobs: int,
+    jobs: int | None,
     target: Path,
     source: Path | None,
     tview: View,
     sview: View | None,
 ) -> Iterator[tuple[Op, bytes]]:
-    if jobs == 1 or len(plans) <= 1:
+    jobs = workers(jobs, len(plans))
+    if jobs == 1:
         for plan in plans:
             yield encode_chunk(tview, sview, plan, effort)
         return
