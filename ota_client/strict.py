@@ -259,7 +259,9 @@ class Reader:
         if self._absent(key, default):
             return default
         try:
-            return check_identifier(kind, value if isinstance(value, str) else show(value))
+            if not isinstance(value, str):
+                raise MetadataFormatError(kind)
+            return check_identifier(kind, value)
         except MetadataFormatError:
             raise self.fail(
                 key,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ota_client.boot import rules
 from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, UBootBoot
-from ota_client.boot.rules import BootError
+from ota_client.boot.rules import BootError, BootFacts
 
 BACKENDS = ["simulated", "grub", "uboot"]
 
@@ -51,7 +51,7 @@ def boot(request: pytest.FixtureRequest, tmp_path: Path) -> BootControl:
 
 
 def test_starts_on_a(boot: BootControl) -> None:
-    assert (boot.active_slot(), boot.booted_slot(), boot.trial()) == ("a", "a", None)
+    assert boot.facts() == BootFacts("a", "a", None, 0)
 
 
 def test_trial_then_commit(boot: BootControl) -> None:
@@ -59,9 +59,9 @@ def test_trial_then_commit(boot: BootControl) -> None:
     assert boot.emulate_reboot() == "a"  # a bad slot is never booted
     boot.arm_trial("b", 3)
     assert boot.emulate_reboot() == "b"
-    assert boot.trial() == ("b", 2)
+    assert (boot.facts().trial, boot.facts().tries) == ("b", 2)
     boot.mark_good("b")
-    assert (boot.active_slot(), boot.trial()) == ("b", None)
+    assert (boot.active_slot(), boot.facts().trial) == ("b", None)
     assert boot.emulate_reboot() == "b"
     assert boot.emulate_reboot() == "b"
 
@@ -69,14 +69,14 @@ def test_trial_then_commit(boot: BootControl) -> None:
 def test_trial_attempts_run_out_then_fall_back(boot: BootControl) -> None:
     boot.arm_trial("b", 2)
     assert [boot.emulate_reboot() for _ in range(4)] == ["b", "b", "a", "a"]
-    assert boot.trial() is None and boot.active_slot() == "a"
+    assert boot.facts().trial is None and boot.active_slot() == "a"
 
 
 def test_rollback_marks_bad_and_falls_back(boot: BootControl) -> None:
     boot.arm_trial("b", 3)
     assert boot.emulate_reboot() == "b"
     boot.mark_bad("b")  # health checks failed
-    assert boot.trial() is None
+    assert boot.facts().trial is None
     assert boot.emulate_reboot() == "a"
 
 
@@ -125,3 +125,38 @@ def test_the_grub_snippet_is_valid_grub_script() -> None:
     snippet = Path(__file__).parent.parent / "contrib/grub/ota.cfg"
     result = subprocess.run(["grub-script-check", str(snippet)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reading_never_writes_the_environment(tmp_path: Path) -> None:
+    """check and status read boot control; only commands that change the vehicle ensure()."""
+    grub = GrubBoot(tmp_path / "grubenv", tmp_path / "cmdline")
+    assert rules.active(grub.read_env()) == "a" and not (tmp_path / "grubenv").exists()
+    for name in ("env1", "env2"):
+        (tmp_path / name).write_bytes(bytes(0x4000))
+    (tmp_path / "fw.config").write_text(f"{tmp_path}/env1 0x0 0x4000\n{tmp_path}/env2 0x0 0x4000\n")
+    uboot = UBootBoot(tmp_path / "fw.config", tmp_path / "cmdline", tmp_path / "defaults.env")
+    assert rules.active(uboot.read_env()) == "a"
+    assert (tmp_path / "env1").read_bytes() == bytes(0x4000) and not (
+        tmp_path / "defaults.env"
+    ).exists()
+    simulated = SimulatedBoot(tmp_path / "boot.json")
+    assert (
+        simulated.facts() == BootFacts("a", "a", None, 0) and not (tmp_path / "boot.json").exists()
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1]",
+        '{"ota_active": 7}',
+        '{"ota_active": "c"}',
+        "{" * 100,
+        "",
+        '{"x": "' + "y" * 100 + '"}',
+    ],
+)
+def test_class3_damaged_simulated_boot_state_is_one_device_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "boot.json").write_text(text)
+    with pytest.raises(BootError):
+        SimulatedBoot(tmp_path / "boot.json").facts()

@@ -54,6 +54,7 @@ vehicle_id = "VIN0002"
 server = "{url.removesuffix("/repo")}"
 trust_root = "root.json"
 data_dir = "data"
+network = {{ allow_insecure_http = true }}
 [[ecus]]
 serial = "NAV-1"
 hardware_id = "nav-app-x86"
@@ -87,5 +88,5 @@ command = ["test", "-f", "{car}/current/app/ok"]
         assert result.exit_code != 0 and "cannot install the bundle" in result.output
         assert not (tmp_path / "escaped").exists() and not (car / "escaped").exists()
         assert os.readlink(car / "current") == str(car / "b")
-        status = json.loads(client("status", "--json").stdout)[0]
+        status = json.loads(client("status", "--json").stdout)["ecus"][0]
         assert status["installed"]["version"] == "2.0" and status["booted_slot"] == "b"

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from ota_server.config import ExpiryPolicy, Layout
 from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
 from tests.helpers import EXAMPLES, make_home, ok, ota, serve, write_manifest
-from tests.vehicle import CuttingProxy, Vehicle
+from tests.vehicle import CuttingProxy, Ecu, Vehicle
 
 V1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
 V2 = (EXAMPLES / "images/bcm-1.1.0.bin").read_bytes()
@@ -155,7 +157,12 @@ def test_tampered_image_is_refused(tmp_path: Path, home: Path, server: str) -> N
     assert st["vehicle"]["security"] and st["vehicle"]["error_kind"] == "security"
     # A security failure is never retried: the image is given up at once.
     assert "given up" in st["vehicle"]["error"] and len(st["rejected"]) == 1
-    assert car.update().exit_code == 0 and len(car.events()) == 1
+    # The next cycle takes the newest release not given up (1.1.0), never 2.0.0 again.
+    assert car.update().exit_code == 0 and car.status()["installed"]["version"] == "1.1.0"
+    assert [(e["event"], e["version"]) for e in car.events()] == [
+        ("update_failed", "2.0.0"),
+        ("commit", "1.1.0"),
+    ]
 
 
 def test_expired_metadata_is_refused(tmp_path: Path, home: Path) -> None:
@@ -236,11 +243,12 @@ def test_damaged_state_file_is_moved_aside_and_reported(
             "server",
         ),
         (
-            'vehicle_id = "v"\nserver = "http://x"\ntrust_root = "r"\ndata_dir = "d"\n'
+            'vehicle_id = "v"\nserver = "https://x"\ntrust_root = "r"\ndata_dir = "d"\n'
             "ecus = []\ncolour = 1",
             "ecus must be a list of 1-64 tables",
         ),
         ("[[", "malformed TOML"),
+        ('vehicle_id = "v"\nserver = "http://x"', "allow_insecure_http"),
     ],
 )
 def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
@@ -270,3 +278,110 @@ def test_one_client_at_a_time(tmp_path: Path, home: Path, server: str) -> None:
         result = car.update()
     assert result.exit_code == 5 and "another ota-client" in result.output
     assert car.update().exit_code == 0  # once the other one is done
+
+
+HU1 = (EXAMPLES / "images/head-unit-2.0.0.img").read_bytes()
+TCU1 = (EXAMPLES / "images/telematics-2.0.0.bin").read_bytes()
+HU2 = (EXAMPLES / "images/head-unit-2.1.0.img").read_bytes()
+TCU2 = (EXAMPLES / "images/telematics-2.1.0.bin").read_bytes()
+
+
+@pytest.fixture
+def infotainment(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    home = make_home(
+        tmp_path, EXAMPLES / "infotainment-2.0.0.toml", EXAMPLES / "infotainment-2.1.0.toml"
+    )
+    with serve(home) as url:
+        yield home, url.removesuffix("/repo")
+
+
+def two_ecus(tmp_path: Path, home: Path, server: str, tcu_health: str) -> Vehicle:
+    root = tmp_path / "car"
+    root.mkdir()
+    shutil.copy(home / "repo/metadata/1.root.json", root / "root.json")
+    ecus = [
+        Ecu("HU-1", "hu-imx8", HU1, prefix="hu-"),
+        Ecu("TCU-1", "tcu-9150", TCU1, health=tcu_health, prefix="tcu-"),
+    ]
+    return Vehicle(root, server, ecus=ecus)
+
+
+def test_two_ecu_bundle_commits_together(tmp_path: Path, infotainment: tuple[Path, str]) -> None:
+    home, server = infotainment
+    car = two_ecus(tmp_path, home, server, 'command = ["true"]')
+    result = car.update()
+    assert result.exit_code == 0, result.output
+    assert car.running("HU-1") == HU2 and car.running("TCU-1") == TCU2
+    assert sorted((e["ecu"], e["event"], e["version"]) for e in car.events()) == [
+        ("HU-1", "commit", "2.1.0"),
+        ("TCU-1", "commit", "2.1.0"),
+    ]
+
+
+def test_two_ecu_bundle_second_health_check_fails_both_roll_back(
+    tmp_path: Path, infotainment: tuple[Path, str]
+) -> None:
+    home, server = infotainment
+    car = two_ecus(tmp_path, home, server, 'command = ["sh", "-c", "exit 3"]')
+    result = car.update()
+    assert result.exit_code == 1 and "TCU-1: sh -c exit 3: exit status 3" in result.output
+    for serial, image in (("HU-1", HU1), ("TCU-1", TCU1)):
+        st = car.status(serial)
+        assert (st["booted_slot"], st["active_slot"], st["state"]) == ("a", "a", "IDLE")
+        assert car.running(serial) == image
+        assert car.slot("a", serial).read_bytes() == image  # never written
+    events = car.events()
+    assert sorted((e["ecu"], e["event"]) for e in events) == [
+        ("HU-1", "rollback"),
+        ("TCU-1", "rollback"),
+    ]
+    assert all(e["bundle"] == "infotainment" and e["version"] == "2.1.0" for e in events)
+    assert car.update().exit_code == 0 and len(car.events()) == 2  # never retried
+
+
+@contextmanager
+def partition(size: int, content: bytes, tmp_path: Path, name: str) -> Iterator[Path]:
+    """A loop device of ``size`` bytes holding ``content`` (else a file, where loops fail)."""
+    backing = tmp_path / f"{name}.backing"
+    backing.write_bytes(content + os.urandom(size - len(content)))
+    try:
+        loop = subprocess.run(
+            ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        loop = None
+    if loop is None or loop.returncode != 0:
+        yield backing  # no loop devices here: a file larger than the image
+        return
+    device = Path(loop.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", str(device)], check=False, timeout=30)
+
+
+def test_a_delta_applies_to_a_partition_larger_than_the_image(
+    tmp_path: Path, home: Path, server: str
+) -> None:
+    size = 1 << 20
+    with (
+        partition(size, V1, tmp_path, "a") as slot_a,
+        partition(size, b"", tmp_path, "b") as slot_b,
+    ):
+        root = tmp_path / "vehicle"
+        root.mkdir()
+        shutil.copy(home / "repo/metadata/1.root.json", root / "root.json")
+        car = Vehicle(root, server, ecus=[Ecu(slot_b=str(slot_b), prefix="")])
+        (root / "slot-a.img").unlink()
+        (root / "slot-a.img").symlink_to(slot_a)
+        plan = json.loads(car.client("check", "--json").stdout)["ecus"][0]
+        assert plan["update"]["download"]["kind"] == "delta"
+        # Only the delta can be downloaded: a fall-back to the full image would fail.
+        next((home / "repo/targets/bcm-s32k").glob("*.bcm-1.1.0.bin")).unlink()
+        result = car.update()
+        assert result.exit_code == 0, result.output
+        with open(slot_b, "rb") as f:
+            assert f.read(len(V2)) == V2
+        with open(slot_a, "rb") as f:
+            assert f.read(len(V1)) == V1
+    assert [e["event"] for e in car.events()] == ["commit"]

@@ -15,7 +15,9 @@ from tuf.api import exceptions
 from tuf.api.metadata import MetaFile
 from tuf.ngclient import Updater
 
-from ota_client.fetch.tuf_fetcher import HttpFetcher
+from ota_client.config import NetworkConfig
+from ota_client.fetch.transport import HttpTransport
+from ota_client.fetch.tuf_fetcher import TransportFetcher
 from ota_server.config import ExpiryPolicy, Layout
 from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
@@ -25,7 +27,7 @@ from tests.local_fetcher import published_paths
 
 
 def updater(
-    home: Path, url: str, work: Path, *, fetcher: HttpFetcher | None = None, fresh: bool = False
+    home: Path, url: str, work: Path, *, fetcher: TransportFetcher | None = None, fresh: bool = False
 ) -> Updater:
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
@@ -64,11 +66,13 @@ def test_over_tls_with_the_vehicle_fetcher(published_home: Path, tmp_path: Path)
     tls = make_tls(tmp_path / "tls")
     with serve(published_home, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)) as url:
         assert url.startswith("https://")
-        client = updater(published_home, url, tmp_path / "c", fetcher=HttpFetcher(ca_file=tls.cert))
+        vehicle = TransportFetcher(HttpTransport(NetworkConfig(ca_file=tls.cert)))
+        client = updater(published_home, url, tmp_path / "c", fetcher=vehicle)
         info = client.get_targetinfo("bcm-s32k/bcm-1.1.0.bin")
         assert info is not None and Path(client.download_target(info)).stat().st_size == info.length
         # A client that does not trust this server's certificate gets nowhere.
-        stranger = updater(published_home, url, tmp_path / "s", fetcher=HttpFetcher(), fresh=True)
+        system_cas = TransportFetcher(HttpTransport(NetworkConfig()))
+        stranger = updater(published_home, url, tmp_path / "s", fetcher=system_cas, fresh=True)
         with pytest.raises(exceptions.DownloadError):
             stranger.refresh()
 
