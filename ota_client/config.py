@@ -20,6 +20,7 @@
     download_deadline = 14400                    # one image request (the next cycle resumes)
     min_speed = 512                              # bytes/s, averaged over speed_window seconds
     speed_window = 60
+    checkpoint_interval = 33554432               # bytes between durable resume points
     allow_insecure_http = false                  # http:// servers: tests and demos only
 
     [[ecus]]
@@ -114,6 +115,7 @@ class NetworkConfig:
     download_deadline: float = 4 * 3600.0
     min_speed: float = 512.0
     speed_window: float = 60.0
+    checkpoint_interval: int = 32 << 20
     allow_insecure_http: bool = False
 
 
@@ -222,6 +224,7 @@ def _network(r: Reader) -> NetworkConfig:
         download_deadline=r.number("download_deadline", 4 * 3600.0, low=1, high=7 * DAY),
         min_speed=r.number("min_speed", 512.0, low=0, high=1e10),
         speed_window=r.number("speed_window", 60.0, low=1, high=3600),
+        checkpoint_interval=r.integer("checkpoint_interval", 32 << 20, low=64 << 10, high=1 << 30),
         allow_insecure_http=r.boolean("allow_insecure_http", False),
     )
     r.done()

@@ -32,7 +32,6 @@ from ota_client.errors import ConfigError, HttpStatusError, SecurityError, Trans
 from ota_client.strict import FormatError, read_bounded
 
 CHUNK = 256 << 10
-CHECKPOINT = 32 << 20  # bytes between durable checkpoints of a download
 DRAIN = 64 << 10  # error bodies up to this size are read so the connection can be reused
 MAX_PEM = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -134,9 +133,9 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 class HttpTransport:
     """The real transport over aiohttp; not thread-safe (one agent, one thread)."""
 
-    def __init__(self, net: NetworkConfig, *, checkpoint_bytes: int = CHECKPOINT) -> None:
+    def __init__(self, net: NetworkConfig, *, checkpoint_bytes: int | None = None) -> None:
         self.net = net
-        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoint_bytes = checkpoint_bytes or net.checkpoint_interval
         self._ssl = ssl_context(net)
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
