@@ -62,7 +62,7 @@ bench-delta: $(STAMP)
 	$(BIN)/python -m bench.delta
 
 bench-powercut: $(STAMP) system-tools
-	OTA_POWERCUT_RUNS=1000 $(BIN)/pytest -q -s tests/test_powercut.py
+	OTA_POWERCUT_KILLS=1000 $(BIN)/pytest -q -s tests/test_powercut.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m bench.install

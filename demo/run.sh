@@ -29,20 +29,20 @@ url="$(sed -n 's/^serving .* at \(http[^ ]*\)/\1/p' "$log")"
 echo "server: $url"
 
 step "Vehicle: verify and download the newest body-control image, trusting only 1.root.json"
-ota-client fetch --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
+ota-client fetch --allow-insecure-http --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
   --cache "$OTA_HOME/vehicle-cache" -o "$OTA_HOME/vehicle-downloads" bcm-s32k/bcm-1.1.0.bin
 cmp "$OTA_HOME/vehicle-downloads/bcm-1.1.0.bin" manifests/examples/images/bcm-1.1.0.bin
 echo "downloaded image matches the published one"
 
 step "Rotate the timestamp key; the vehicle follows the new root"
 ota keys rotate timestamp
-ota-client fetch --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
+ota-client fetch --allow-insecure-http --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
   --cache "$OTA_HOME/vehicle-cache" tcu-9150/telematics-2.1.0.bin
 
 step "Tamper with a published image on the server: the vehicle refuses it"
 victim="$(ls "$OTA_HOME"/repo/targets/hu-imx8/*head-unit-2.1.0.img)"
 printf 'X' | dd of="$victim" bs=1 seek=100 conv=notrunc status=none
-if ota-client fetch --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
+if ota-client fetch --allow-insecure-http --repo "$url" --trust-root "$OTA_HOME/repo/metadata/1.root.json" \
      --cache "$OTA_HOME/vehicle-cache" hu-imx8/head-unit-2.1.0.img; then
   echo "demo failed: the tampered image was accepted" >&2; exit 1
 fi
@@ -57,6 +57,8 @@ vehicle_id = "DEMO0001"
 server = "${url%/repo/}"
 trust_root = "root.json"
 data_dir = "data"
+[network]
+allow_insecure_http = true   # the demo serves plain HTTP on 127.0.0.1
 [[ecus]]
 serial = "BCM-1"
 hardware_id = "bcm-s32k"

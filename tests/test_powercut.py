@@ -291,7 +291,10 @@ def test_power_cut_anywhere_in_a_two_ecu_bundle(tmp_path: Path) -> None:
             assert not [e for e in events if e[1] == "update_failed"], (car.vin, events)
             if car.failing:
                 assert images == {"ECU-A": A1, "ECU-B": B1}, car.vin
-                assert sorted(events) == [("ECU-A", "rollback", "2.0"), ("ECU-B", "rollback", "2.0")]
+                assert sorted(events) == [
+                    ("ECU-A", "rollback", "2.0"),
+                    ("ECU-B", "rollback", "2.0"),
+                ]
                 assert command(car, "run").wait() == 0 and car.events() == events  # never again
                 outcomes["rolled back"] += 1
             else:

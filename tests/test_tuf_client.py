@@ -27,7 +27,12 @@ from tests.local_fetcher import published_paths
 
 
 def updater(
-    home: Path, url: str, work: Path, *, fetcher: TransportFetcher | None = None, fresh: bool = False
+    home: Path,
+    url: str,
+    work: Path,
+    *,
+    fetcher: TransportFetcher | None = None,
+    fresh: bool = False,
 ) -> Updater:
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
