@@ -100,9 +100,15 @@ def _config(ctx: click.Context) -> ClientConfig:
     return load_config(ctx.obj)
 
 
-def _agent(ctx: click.Context, emulate: bool | None = None) -> VehicleAgent:
+def _agent(
+    ctx: click.Context, emulate: bool | None = None, *, inputs: bool = False
+) -> VehicleAgent:
+    """The agent; with ``inputs``, the trust root and TLS files are checked now, before the
+    lock or anything else is written."""
     agent = VehicleAgent(_config(ctx), emulate_reboot=emulate)
     ctx.call_on_close(agent.close)
+    if inputs:
+        _ = agent.repo
     return agent
 
 
@@ -145,7 +151,7 @@ def update(ctx: click.Context, emulate_reboot: bool | None) -> None:
     Example:
       ota-client -c client.toml update
     """
-    agent = _agent(ctx, emulate_reboot)
+    agent = _agent(ctx, emulate_reboot, inputs=True)
     with exclusive(agent.config.data_dir):
         wait = agent.cycle(force=True)
     _summary(agent, wait)
@@ -163,7 +169,7 @@ def boot(ctx: click.Context, emulate_reboot: bool | None) -> None:
     Example (systemd, before ota-client run):
       ExecStartPre=/usr/bin/ota-client boot
     """
-    agent = _agent(ctx, emulate_reboot)
+    agent = _agent(ctx, emulate_reboot, inputs=True)
     with exclusive(agent.config.data_dir, wait=60):
         wait = agent.boot()
     _summary(agent, wait)
@@ -182,7 +188,7 @@ def run(ctx: click.Context, once: bool) -> None:
     Example:
       ota-client -c /etc/ota-client/client.toml run
     """
-    agent = _agent(ctx)
+    agent = _agent(ctx, inputs=True)
     config = agent.config
     with exclusive(config.data_dir, wait=600):
         wait = agent.boot()

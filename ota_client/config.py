@@ -298,4 +298,6 @@ def load_config(path: Path) -> ClientConfig:
     except FormatError as e:
         raise ConfigError(f"{path.name}: {e}") from None
     check_slots(config)
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise ConfigError(f"data_dir {config.data_dir} is not a directory")
     return config

@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ota_client.metadata import MetadataFormatError, check_identifier
+from ota_client.metadata.errors import MAX_SHOWN as MAX_SHOWN
+from ota_client.metadata.errors import show as show
 
 MAX_DEPTH = 32  # nesting of tables and arrays in any file we read
 MAX_STRING = 4096  # characters in one string value (paths, commands, URLs)
-MAX_SHOWN = 80  # characters of a bad value quoted in an error message
 # 33 or more dotted key parts. Possessive quantifiers and the look-behind (a bare key starts
 # only where a run of key characters starts) keep the search linear: a plain ``[...]+`` here
 # backtracks over every suffix of a long word (a 256 KB value took minutes).
@@ -48,12 +49,6 @@ T = TypeVar("T")
 
 class FormatError(ValueError):
     """Input that does not follow its format or schema; the message names where."""
-
-
-def show(value: object) -> str:
-    """``repr(value)``, cut to a length that keeps an error message on one readable line."""
-    text = repr(value)
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 def printable(text: str, limit: int = 200) -> str:

@@ -48,7 +48,7 @@ def move_aside(path: Path, now: float) -> Path:
     aside = path.with_name(f"{path.name}.damaged-{int(now)}")
     try:
         os.replace(path, aside)
-        old = sorted(path.parent.glob(f"{path.name}.damaged-*"), key=lambda p: p.stat().st_mtime)
+        old = sorted(path.parent.glob(f"{path.name}.damaged-*"), key=lambda p: p.lstat().st_mtime)
         for stale in old[:-KEEP_DAMAGED]:
             stale.unlink(missing_ok=True)
     except OSError as e:

@@ -159,7 +159,9 @@ class VehicleAgent:
     # -- start-up ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load (or reset) the state, prepare boot control, and learn what booted."""
+        """Check every input, then load (or reset) the state, prepare boot control, and learn
+        what booted. Nothing is written before the trust root and TLS files passed."""
+        _ = self.repo  # reads the trust root and the TLS files: refused before any write
         data = self.config.data_dir
         try:
             data.mkdir(parents=True, exist_ok=True)

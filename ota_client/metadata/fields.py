@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ota_client.metadata.errors import MetadataFormatError
+from ota_client.metadata.errors import MetadataFormatError, show
 from ota_client.metadata.names import check_identifier, check_target_path
 
 __all__ = ["MATCH_FIELDS", "MetadataFormatError", "SourceInfo", "TargetCustom"]
@@ -32,7 +32,7 @@ Kind = Literal["full", "delta"]
 def check_version(value: object) -> str:
     if not isinstance(value, str) or not _VERSION.fullmatch(value):
         raise MetadataFormatError(
-            f"invalid version {value!r}: use 1-64 ASCII letters, digits and . + _ -"
+            f"invalid version {show(value)}: use 1-64 ASCII letters, digits and . + _ -"
         )
     return value
 
@@ -44,16 +44,16 @@ def check_hashes(value: object) -> dict[str, str]:
     for algo, digest in value.items():
         want = HASH_LENGTHS.get(algo)
         if want is None:
-            raise MetadataFormatError(f"unsupported hash algorithm {algo!r}")
+            raise MetadataFormatError(f"unsupported hash algorithm {show(algo)}")
         if not isinstance(digest, str) or len(digest) != want or not _HEX.fullmatch(digest):
-            raise MetadataFormatError(f"malformed {algo} digest {digest!r}")
+            raise MetadataFormatError(f"malformed {algo} digest {show(digest)}")
         out[algo] = digest
     return out
 
 
 def check_length(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MetadataFormatError(f"length must be a non-negative integer, not {value!r}")
+        raise MetadataFormatError(f"length must be a non-negative integer, not {show(value)}")
     return value
 
 
@@ -96,7 +96,7 @@ class TargetCustom:
             check_identifier("hardware id", hwid)
         rc = self.release_counter
         if not isinstance(rc, int) or isinstance(rc, bool) or not 0 <= rc <= MAX_RELEASE_COUNTER:
-            raise MetadataFormatError(f"release_counter must be an integer >= 0, not {rc!r}")
+            raise MetadataFormatError(f"release_counter must be an integer >= 0, not {show(rc)}")
         check_version(self.version)
         check_identifier("bundle", self.bundle)
         check_identifier("ECU role", self.ecu)
@@ -108,7 +108,7 @@ class TargetCustom:
                 raise MetadataFormatError("a delta must name its image and its source")
             check_target_path(self.image)
         else:
-            raise MetadataFormatError(f"kind must be 'full' or 'delta', not {self.kind!r}")
+            raise MetadataFormatError(f"kind must be 'full' or 'delta', not {show(self.kind)}")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

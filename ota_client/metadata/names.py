@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ota_client.metadata.errors import MetadataFormatError
+from ota_client.metadata.errors import MetadataFormatError, show
 
 MAX_TARGET_PATH = 255
 MAX_SEGMENTS = 4
@@ -24,14 +24,18 @@ def check_target_path(path: object) -> str:
     if not isinstance(path, str):
         raise MetadataFormatError(f"target path must be a string, not {type(path).__name__}")
     if not path or len(path) > MAX_TARGET_PATH:
-        raise MetadataFormatError(f"target path must be 1-{MAX_TARGET_PATH} characters: {path!r}")
+        raise MetadataFormatError(
+            f"target path must be 1-{MAX_TARGET_PATH} characters: {show(path)}"
+        )
     segments = path.split("/")
     if len(segments) > MAX_SEGMENTS:
-        raise MetadataFormatError(f"target path has more than {MAX_SEGMENTS} segments: {path!r}")
+        raise MetadataFormatError(
+            f"target path has more than {MAX_SEGMENTS} segments: {show(path)}"
+        )
     for segment in segments:
         if not _SEGMENT.fullmatch(segment):
             raise MetadataFormatError(
-                f"invalid target path {path!r}: each segment must start with a letter or digit "
+                f"invalid target path {show(path)}: each segment must start with a letter or digit "
                 "and hold only ASCII letters, digits and . _ + -"
             )
     return path
@@ -41,7 +45,7 @@ def check_identifier(kind: str, value: object) -> str:
     """Return ``value`` if it is a valid identifier (hardware id, bundle, ECU role, role name)."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise MetadataFormatError(
-            f"invalid {kind} {value!r}: use 1-64 ASCII letters, digits and . _ -, "
+            f"invalid {kind} {show(value)}: use 1-64 ASCII letters, digits and . _ -, "
             "starting with a letter or digit"
         )
     return value

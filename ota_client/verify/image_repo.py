@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 
@@ -63,6 +63,7 @@ class ImageRepository:
         self, base_url: str, cache_dir: Path, trusted_root: bytes, transport: Transport
     ) -> None:
         base = self.base = base_url.rstrip("/")
+        check_trust_root(trusted_root)  # before anything is written
         self.metadata_dir = cache_dir / "metadata"
         try:
             self.metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -137,18 +138,33 @@ class ImageRepository:
         return f"{self.base}/targets/{prefix}{info.hashes['sha256']}.{name}"
 
 
-def _prune_cache(directory: Path) -> None:
+def check_trust_root(data: bytes) -> None:
+    """Refuse a trust root that is not root metadata signed by its own threshold."""
+    try:
+        md = Metadata[Root].from_bytes(data)
+        if not isinstance(md.signed, Root):
+            raise ValueError(f"it is {md.signed.type} metadata")
+        md.verify_delegate(Root.type, md)
+    except (DeserializationError, ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"the trust root is not valid root metadata: {str(e)[:200]}") from None
+    except tuf_errors.RepositoryError as e:
+        raise ConfigError(f"the trust root does not verify: {str(e)[:200]}") from None
+
+
+def _prune_cache(directory: Path, *, top: bool = True) -> None:
     """python-tuf reads its cached metadata whole: drop any cached file that is not a regular
-    file of a sane size (a damaged cache is downloaded again, never trusted)."""
+    file of a sane size (a damaged cache is downloaded again, never trusted). Its one folder
+    (``root_history``) is pruned the same way."""
     cap = max(CONFIG.targets_max_length, CONFIG.root_max_length)
     for entry in directory.iterdir():
         try:
             st = entry.lstat()
-            if not stat.S_ISREG(st.st_mode) or st.st_size > cap:
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+            if stat.S_ISDIR(st.st_mode) and top and entry.name == "root_history":
+                _prune_cache(entry, top=False)
+            elif stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(entry)
+            elif not stat.S_ISREG(st.st_mode) or st.st_size > cap:
+                entry.unlink()
         except OSError as e:
             raise DeviceError(f"cannot clean the metadata cache {entry}: {e.strerror}") from None
 
