@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import replace
 
 import pytest
@@ -200,6 +201,10 @@ def reachable() -> list[VehicleState]:
         run(armed(), m.Booted(1.0), m.TrialPassed()),
         run(armed(), m.Booted(1.0), m.TrialFailed("A", "x")),
     ]
+
+
+def test_the_campaign_sends_every_event_type() -> None:
+    assert {type(e) for e in EVENTS} == set(typing.get_args(m.Event))
 
 
 @pytest.mark.parametrize("state", reachable(), ids=lambda s: str(s.phase))

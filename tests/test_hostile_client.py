@@ -395,6 +395,26 @@ def test_class1_a_slot_renamed_onto_the_booted_one_after_the_check_is_not_writte
     agent.close()
 
 
+def test_class1_the_running_root_device_is_never_written() -> None:
+    from ota_client.errors import DeviceError
+    from ota_client.slots.guard import check_writable
+
+    dev = os.stat("/").st_dev
+    try:
+        uevent = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent").read_text()
+    except OSError:
+        pytest.skip("/ is not on a block device here")
+    name = next(
+        line.split("=", 1)[1] for line in uevent.splitlines() if line.startswith("DEVNAME=")
+    )
+    node = Path("/dev") / name
+    if not node.exists():
+        pytest.skip(f"{node} is not visible here")
+    cases[0] += 1
+    with pytest.raises(DeviceError, match="running root file system"):
+        check_writable(node, Path("/nonexistent-booted-slot"))
+
+
 # == classes 2 and 3: persisted state, outbox and boot files ====================================
 
 

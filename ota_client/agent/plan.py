@@ -14,7 +14,7 @@ full image. The slot written is the one the ECU did *not* boot.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ota_client.agent.machine import full_fetch
@@ -144,34 +144,4 @@ def plan_install(pool: Sequence[Candidate], ecus: Sequence[EcuFacts]) -> Install
             if jobs:
                 return InstallPlan(bundle, version, jobs)
             break  # the vehicle runs this version: the bundle is up to date
-    return None
-
-
-# -- learning what an ECU runs ------------------------------------------------------------------
-
-
-def lengths_to_hash(pool: Iterable[Candidate], hardware_id: str, limit: int = 8) -> list[int]:
-    """Lengths worth hashing the active slot at, to learn which published image it holds."""
-    fulls = sorted(
-        (c for c in pool if c.custom.kind == "full" and hardware_id in c.custom.hardware_ids),
-        key=lambda c: -c.custom.release_counter,
-    )
-    lengths: list[int] = []
-    for c in fulls:
-        if c.length not in lengths:
-            lengths.append(c.length)
-    return lengths[:limit]
-
-
-def identify(
-    pool: Iterable[Candidate], hardware_id: str, digests: Mapping[int, str]
-) -> Image | None:
-    """The published image whose length and hash match the active slot's, if any."""
-    for c in pool:
-        if (
-            c.custom.kind == "full"
-            and hardware_id in c.custom.hardware_ids
-            and digests.get(c.length) == c.sha256
-        ):
-            return c.image
     return None

@@ -26,14 +26,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ota_client.agent import backoff, recovery
 from ota_client.agent import machine as m
 from ota_client.agent.health import run_checks
-from ota_client.agent.plan import Candidate, EcuFacts, identify, lengths_to_hash, plan_install
-from ota_client.agent.records import Image, Job, Phase, Step, VehicleState, parse_image
+from ota_client.agent.plan import Candidate, EcuFacts, plan_install
+from ota_client.agent.records import Image, Job, Phase, Step, VehicleState
 from ota_client.agent.store import Outbox, StateStore, clean_staged, clean_temporaries
 from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, SymlinkBoot, UBootBoot
 from ota_client.boot.rules import BootFacts
@@ -41,12 +41,10 @@ from ota_client.config import ClientConfig, EcuConfig
 from ota_client.errors import ClientError, DeviceError, SecurityError, TransportError
 from ota_client.fetch.transport import HttpTransport, Transport
 from ota_client.metadata.reports import Report, clip_error
-from ota_client.payload.apply import apply_payload
 from ota_client.payload.format import PayloadError
-from ota_client.slots.directory import install_bundle, read_marker
+from ota_client.slots import Slot, make_slot
 from ota_client.slots.guard import check_writable
-from ota_client.slots.raw import ReadBackWriter, SlotWriter, SourceWindow, capacity, digest
-from ota_client.strict import FormatError, parse_json
+from ota_client.slots.raw import ReadBackWriter
 from ota_client.verify.image_repo import ImageRepository, read_trust_root
 
 log = logging.getLogger("ota.client")
@@ -142,8 +140,8 @@ class VehicleAgent:
     def facts(self) -> dict[str, BootFacts]:
         return {serial: boot.facts() for serial, boot in self.boots.items()}
 
-    def slot_path(self, serial: str, slot: str) -> Path:
-        return self.ecus[serial].slots.path(slot)
+    def slot(self, serial: str, name: str) -> Slot:
+        return make_slot(self.ecus[serial].slots, name)
 
     def staged(self, job: Job) -> Path:
         """Where a delta or bundle waits between DOWNLOAD and INSTALL (named by its digest)."""
@@ -154,7 +152,7 @@ class VehicleAgent:
         return {self.staged(j).name for j in self.state.jobs if j.step in steps}
 
     def _streams_into_slot(self, job: Job) -> bool:
-        return job.fetch.kind == "full" and self.ecus[job.serial].slots.type == "raw"
+        return job.fetch.kind == "full" and self.slot(job.serial, job.slot).streams_full_images
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -257,32 +255,20 @@ class VehicleAgent:
         ]
 
     def installed(self, serial: str, active: str, pool: list[Candidate]) -> Image | None:
-        """What the ECU's active slot holds: the record, the bundle marker, or its hash."""
+        """What the ECU's active slot holds: the record, else what the slot says it holds."""
         known = self.state.record(serial).installed
         if known is not None:
             return known
-        ecu, path = self.ecus[serial], self.slot_path(serial, active)
-        if ecu.slots.type == "directory":
-            marker = read_marker(path)
-            try:
-                return None if marker is None else parse_image(parse_json(marker, "marker"), "")
-            except FormatError:
-                return None
-        digests = {}
-        for length in lengths_to_hash(pool, ecu.hardware_id):
-            try:
-                digests[length] = digest(path, length)
-            except DeviceError:
-                continue
-        return identify(pool, ecu.hardware_id, digests)
+        hwid = self.ecus[serial].hardware_id
+        fulls = [c for c in pool if c.custom.kind == "full" and hwid in c.custom.hardware_ids]
+        fulls.sort(key=lambda c: -c.custom.release_counter)
+        return self.slot(serial, active).running([c.image for c in fulls])
 
     def ecu_facts(self, facts: Mapping[str, BootFacts], pool: list[Candidate]) -> list[EcuFacts]:
         out = []
         for serial, ecu in self.ecus.items():
             booted = facts[serial].booted
-            room = None
-            if ecu.slots.type == "raw":
-                room = capacity(ecu.slots.path("b" if booted == "a" else "a"), ecu.slots.size)
+            room = self.slot(serial, "b" if booted == "a" else "a").capacity()
             out.append(
                 EcuFacts(
                     serial,
@@ -333,7 +319,7 @@ class VehicleAgent:
         try:
             if self._streams_into_slot(job):
                 self.boots[job.serial].mark_bad(job.slot)  # the slot is written from here on
-                path = self.slot_path(job.serial, job.slot)
+                path = self.slot(job.serial, job.slot).path
                 self._check_writable(job, path)
             else:
                 self.staging.mkdir(parents=True, exist_ok=True)
@@ -351,7 +337,7 @@ class VehicleAgent:
 
     def _check_writable(self, job: Job, path: Path) -> None:
         booted = self.boots[job.serial].booted_slot()
-        check_writable(path, self.slot_path(job.serial, booted))
+        check_writable(path, self.slot(job.serial, booted).path)
         if booted == job.slot:
             raise DeviceError(f"{job.serial}: refusing to write slot {job.slot}: it is booted")
 
@@ -386,42 +372,18 @@ class VehicleAgent:
     def work_install(self) -> m.Event:
         job = m.pending(self.state, Step.DOWNLOADED)
         assert job is not None
-        ecu, path = self.ecus[job.serial], self.slot_path(job.serial, job.slot)
+        slot = self.slot(job.serial, job.slot)
         try:
             self.boots[job.serial].mark_bad(job.slot)  # RAUC's bracket: bad first, then write
-            self._check_writable(job, path)
-            if ecu.slots.type == "directory":
-                install_bundle(self.staged(job), path, json.dumps(asdict(job.target)).encode())
-            elif job.fetch.kind == "delta":
-                self._apply_delta(job, path)
-            # A full raw image was read back from the slot as it was downloaded.
+            self._check_writable(job, slot.path)
+            if not self._streams_into_slot(job):  # a streamed image was read back already
+                source = self.slot(job.serial, job.good).path
+                slot.install(self.staged(job), job.target, source, job.fetch.source_length)
             return m.Installed(job.serial)
         except PayloadError as e:
             return m.FallBack(job.serial, f"the delta does not fit ({e}); fetching the full image")
         except ClientError as e:
             return self.failed(e)
-
-    def _apply_delta(self, job: Job, path: Path) -> None:
-        assert job.fetch.source_length is not None
-        source = self.slot_path(job.serial, job.good)
-        try:
-            with (
-                open(self.staged(job), "rb") as payload,
-                SourceWindow(source, job.fetch.source_length) as window,
-                SlotWriter(path) as out,
-            ):
-                apply_payload(
-                    payload,
-                    out,
-                    window,  # type: ignore[arg-type]
-                    expect_size=job.target.length,
-                    expect_sha256=bytes.fromhex(job.target.sha256),
-                )
-                out.sync()
-        except OSError as e:
-            raise DeviceError(f"applying the delta to {path}: {e.strerror}") from None
-        if digest(path, job.target.length) != job.target.sha256:
-            raise DeviceError(f"{path} does not hold the signed image after writing it")
 
     def work_arm(self) -> m.Event:
         job = m.pending(self.state, Step.INSTALLED)

@@ -9,16 +9,19 @@ back and compared with its archive member, and only then the marker naming the i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
+from ota_client.agent.records import Image, parse_image
 from ota_client.atomic import write_atomic
 from ota_client.errors import DeviceError
 from ota_client.slots.raw import READ_CHUNK
-from ota_client.strict import FormatError, read_bounded
+from ota_client.strict import FormatError, parse_json, read_bounded
 
 MARKER = ".ota-image.json"
 MAX_MARKER = 16 << 10
@@ -68,3 +71,25 @@ def read_marker(slot_dir: Path) -> bytes | None:
         return read_bounded(slot_dir / MARKER, MAX_MARKER)
     except (FileNotFoundError, FormatError):
         return None
+
+
+class DirectorySlot:
+    """A folder holding an extracted bundle and a marker naming the image it holds."""
+
+    streams_full_images = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def capacity(self) -> int | None:
+        return None
+
+    def running(self, images: list[Image]) -> Image | None:
+        marker = read_marker(self.path)
+        try:
+            return None if marker is None else parse_image(parse_json(marker, "marker"), "marker")
+        except FormatError:
+            return None  # a marker that does not parse names nothing
+
+    def install(self, staged: Path, target: Image, source: Path, source_length: int | None) -> None:
+        install_bundle(staged, self.path, json.dumps(asdict(target)).encode())

@@ -19,9 +19,12 @@ import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from ota_client.agent.records import Image
 from ota_client.errors import DeviceError
+from ota_client.payload.apply import apply_payload
 
 READ_CHUNK = 1 << 20
+MAX_PROBES = 8  # lengths hashed to learn which image a slot holds
 
 
 def _err(what: str, e: OSError) -> DeviceError:
@@ -219,3 +222,51 @@ class ReadBackWriter:
         finally:
             self.writer.close()
             self._pool.shutdown()
+
+
+class RawSlot:
+    """A file or a block device; a full image streams straight in."""
+
+    streams_full_images = True
+
+    def __init__(self, path: Path, size: int | None) -> None:
+        self.path, self.size = path, size
+
+    def capacity(self) -> int | None:
+        return capacity(self.path, self.size)
+
+    def running(self, images: list[Image]) -> Image | None:
+        digests: dict[int, str | None] = {}
+        for image in images:
+            if image.length not in digests:
+                if len(digests) >= MAX_PROBES:
+                    continue
+                try:
+                    digests[image.length] = digest(self.path, image.length)
+                except DeviceError:
+                    digests[image.length] = None  # shorter than this image
+            if digests[image.length] == image.sha256:
+                return image
+        return None
+
+    def install(self, staged: Path, target: Image, source: Path, source_length: int | None) -> None:
+        """Apply the staged delta to the first ``source_length`` bytes of ``source``."""
+        assert source_length is not None, "a raw slot installs deltas only"
+        try:
+            with (
+                open(staged, "rb") as payload,
+                SourceWindow(source, source_length) as window,
+                SlotWriter(self.path) as out,
+            ):
+                apply_payload(
+                    payload,
+                    out,
+                    window,  # type: ignore[arg-type]
+                    expect_size=target.length,
+                    expect_sha256=bytes.fromhex(target.sha256),
+                )
+                out.sync()
+        except OSError as e:
+            raise _err(f"applying the delta to {self.path}", e) from None
+        if digest(self.path, target.length) != target.sha256:
+            raise DeviceError(f"{self.path} does not hold the signed image after writing it")
