@@ -209,6 +209,8 @@ def load_config(home: Path) -> ServerConfig:
     try:
         data = load_toml(layout.config_file, "config.toml", limit=MAX_CONFIG_BYTES)
     except FileNotFoundError:
+        if layout.config_file.is_symlink():  # a link to a file that is gone: not "no config"
+            raise ConfigError("config.toml is a link to a missing file") from None
         return ServerConfig(layout=layout)
     except FormatError as e:
         raise ConfigError(str(e)) from None

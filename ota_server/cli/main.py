@@ -26,7 +26,7 @@ from ota_server.cli.serve import serve
 from ota_server.errors import OtaError
 
 MAX_LINE = 1000  # our messages already cut each value (80) and path (200) they quote
-MAX_USAGE_LINE = 250  # click's usage errors quote the bad value whole
+MAX_USAGE_LINE = 200  # click's usage errors quote the bad value whole
 
 
 def one_line(text: str, limit: int) -> str:

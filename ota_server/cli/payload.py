@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import click
 from ota_client.atomic import atomic_file
 from ota_client.payload.apply import apply_payload, read_header
 from ota_client.payload.format import OP, PayloadError, parse_op
+from ota_client.strict import printable
 from ota_server.cli.params import file_path
 from ota_server.cli.render import echo_json, echo_table, progress
 from ota_server.config import MAX_JOBS
@@ -27,7 +29,27 @@ def payload() -> None:
 
 def _check_input(path: Path, what: str) -> None:
     if not path.is_file():
-        raise InputError(f"{what} {path} is not a readable file")
+        raise InputError(f"{what} {printable(str(path))} is not a readable file")
+
+
+def _check_output(path: Path, *inputs: Path | None) -> None:
+    """Refuse, before any work, an output that cannot be (or must not be) replaced: a device,
+    FIFO or directory (atomic replacement would swap out the node itself), a missing folder,
+    or one of the command's own inputs."""
+    where = printable(str(path))
+    if not path.name or not path.parent.is_dir():
+        raise InputError(f"output {where}: no such folder")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise InputError(f"output {where}: {e.strerror}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise InputError(f"output {where} exists and is not a regular file")
+    for source in inputs:
+        if source is not None and source.exists() and os.path.samefile(source, path):
+            raise InputError(f"output {where} is also an input")
 
 
 @payload.command("diff")
@@ -76,6 +98,7 @@ def payload_diff(
     _check_input(target, "target")
     if not full:
         _check_input(source, "source")
+    _check_output(out, target, None if full else source)
     size = target.stat().st_size
     with progress(size, f"diff {target.name}", enabled=not quiet) as advance, atomic_file(out) as f:
         try:
@@ -114,6 +137,7 @@ def payload_apply(payload_path: Path, output: Path, source: Path | None) -> None
     _check_input(payload_path, "payload")
     if source is not None:
         _check_input(source, "source")
+    _check_output(output, payload_path, source)
 
     try:
         with (

@@ -1,7 +1,9 @@
 """The report store on disk: one JSON-lines file per vehicle under ``state/events/``.
 
-The shell around ``report_policy``: it reads a vehicle's log (bounded, regular files only),
-lets the policy decide, and appends (fsync'd) or rewrites the log atomically. Every method is
+The shell around ``report_policy``: it reads a vehicle's log (bounded, regular files only,
+never following a link), lets the policy decide, and appends (fsync'd) or rewrites the log
+atomically; something else where a log should be (a directory, a FIFO, a link) is moved aside,
+never followed or deleted. Every method is
 blocking and meant to run in a worker thread (``asyncio.to_thread``); callers serialise
 writers of one vehicle (``ReportStore.lock``). ``Usage`` is counted once at start and then
 kept up to date by the writers of this process: with several server processes on one
@@ -11,8 +13,10 @@ directory the caps are approximate (the fleet database replaces this store).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ from ota_server.fleet.report_policy import (
     parse_log,
 )
 
+log_ = logging.getLogger("ota.serve")
 SUFFIX = ".jsonl"
 _LOCKS = 64
 
@@ -67,12 +72,12 @@ class ReportStore:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return LogContents((), exists=False)
-        except OSError:
-            return LogContents((), exists=True, skipped=1, clean_end=False)  # a link: replaced
+        except OSError:  # a symlink (O_NOFOLLOW), or unreadable
+            return LogContents((), exists=True, regular=False)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return LogContents((), exists=True, skipped=1, clean_end=False)
+                return LogContents((), exists=True, regular=False)
             if st.st_size > limit:  # not written by us: read the newest part
                 os.lseek(fd, st.st_size - limit, os.SEEK_SET)
             data = _read_all(fd, limit)
@@ -91,6 +96,10 @@ class ReportStore:
         change of the file's size."""
         path = self.path(vehicle)
         self.directory.mkdir(parents=True, exist_ok=True)
+        if not log.regular:  # keep it for whoever put it there; start a new log
+            aside = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+            log_.warning("report log %s is not a regular file: moved to %s", path, aside.name)
+            os.rename(path, aside)
         if rewrite:
             data = compacted(log, drop) + line
             write_atomic(path, data)

@@ -58,6 +58,7 @@ class LogContents:
     skipped: int = 0  # lines that could not be read
     size: int = 0  # bytes of the file
     clean_end: bool = True  # ends with a newline (or is empty): safe to append to
+    regular: bool = True  # False: a directory, FIFO or link sits where the log should be
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def decide(
     if not log.exists and usage.vehicles >= limits.vehicles:
         return Decision("refuse", reason=f"the server keeps reports of {limits.vehicles} vehicles")
     drop = max(0, len(log.reports) + 1 - limits.per_vehicle)
-    rewrite = drop > 0 or log.skipped > 0 or not log.clean_end
+    rewrite = drop > 0 or log.skipped > 0 or not log.clean_end or not log.regular
     kept = sum(stored.size for stored in log.reports[drop:]) if rewrite else log.size
     if usage.total_bytes + (kept + line_bytes - log.size) > limits.total_bytes:
         return Decision("refuse", reason=f"the report store is full ({limits.total_bytes} bytes)")

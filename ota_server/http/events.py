@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import replace
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from ota_client.metadata import MetadataFormatError, check_identifier
 from ota_server.fleet.report_policy import ReportError, decide, parse_report, record_line, records
@@ -40,11 +40,14 @@ async def _body(request: web.Request, limit: int) -> bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    try:
+        while chunk := await request.content.read(limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    except (ConnectionError, ClientPayloadError):
+        raise web.HTTPBadRequest(text="the body ended before its declared length") from None
     return b"".join(chunks)
 
 

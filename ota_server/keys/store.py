@@ -16,6 +16,7 @@ role name and a 64-hex key id, whatever metadata or the keyring say. A damaged f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -218,6 +219,8 @@ class KeyStore:
         """Delete a key that never made it into metadata (a ceremony that failed)."""
         for path in self._paths(role, keyid):
             path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the role's folder, if that key made it
+            (self.directory / role).rmdir()
         self._signers.pop(keyid, None)
 
     def check_retire(self, role: str, keyids: tuple[str, ...] | list[str]) -> None:

@@ -12,6 +12,7 @@ there are never more workers than cores or chunks (``workers``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -133,7 +134,14 @@ def _map(path: Path, stack: ExitStack) -> View:
     f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
     if os.fstat(f.fileno()).st_size == 0:
         return b""
-    return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    stack.callback(_unmap, view)
+    return view
+
+
+def _unmap(view: mmap.mmap) -> None:
+    with contextlib.suppress(BufferError):  # an exception in flight holds a numpy view
+        view.close()  # ... and the OS unmaps it at exit
 
 
 def _worker_init(target: Path, source: Path | None) -> None:

@@ -2,6 +2,8 @@
 
 Targets metadata is the one source of truth for releases: bundles, versions and release
 counters are derived from the ``custom`` fields, so there is no second database to drift.
+Targets without custom fields are someone else's and skipped; ours are checked like any input
+(their paths and hashes name files on disk), and a damaged one is a ``RepositoryStateError``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from dataclasses import dataclass, field
 from packaging.version import InvalidVersion, Version
 from tuf.api.metadata import Targets
 
-from ota_client.metadata import MetadataFormatError, TargetCustom
+from ota_client.metadata import MetadataFormatError, TargetCustom, check_target_path
+from ota_client.metadata.fields import check_hashes, check_length
+from ota_client.strict import printable, show
+from ota_server.errors import RepositoryStateError
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,21 @@ class Catalog:
         catalog = cls()
         for role, targets in roles.items():
             for path, info in targets.targets.items():
-                try:
+                if "custom" not in info.unrecognized_fields:
+                    continue  # not one of ours
+                try:  # paths on disk are built from these: check them like any input
                     custom = TargetCustom.from_dict(info.custom)
-                except (MetadataFormatError, TypeError, ValueError):
-                    continue  # not one of ours (no, foreign or damaged custom fields)
-                catalog.entries[path] = CatalogEntry(path, role, info.length, info.hashes, custom)
+                    check_target_path(path)
+                    hashes = check_hashes(info.hashes)
+                    if "sha256" not in hashes:
+                        raise MetadataFormatError("no sha256")
+                    length = check_length(info.length)
+                except (MetadataFormatError, TypeError, ValueError) as e:
+                    raise RepositoryStateError(
+                        f"the {role} metadata is damaged at target {show(path)}: "
+                        f"{printable(str(e), 120)}"
+                    ) from None
+                catalog.entries[path] = CatalogEntry(path, role, length, hashes, custom)
         return catalog
 
     def max_counter(self, hardware_id: str) -> int:

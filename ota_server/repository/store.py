@@ -33,12 +33,11 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
-from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
 from ota_client.locking import file_lock
-from ota_client.strict import FormatError, printable, read_bounded
+from ota_client.strict import FormatError, parse_json, printable, read_bounded, show
 from ota_server.config import ExpiryPolicy, Layout
 from ota_server.errors import KeyStoreError, RepositoryStateError
 from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
@@ -69,9 +68,15 @@ def _read_metadata(path: Path, kind: type[Signed], version: int | None = None) -
     except FormatError as e:
         raise RepositoryStateError(str(e)) from None
     try:
-        md = Metadata.from_bytes(data)
-    except DeserializationError as e:
-        reason = printable(str(e.__cause__ or e), 120)
+        # The strict reader first (no NaN, depth cap): python-tuf's own JSON reading accepts
+        # NaN and infinities, which then fail only when the metadata is written back.
+        doc = parse_json(data, path.name, limit=MAX_METADATA_BYTES)
+        _canonical(doc, path.name)
+        md = Metadata.from_dict(doc)
+    except FormatError as e:
+        raise RepositoryStateError(f"repository metadata {e}; restore it from a backup") from None
+    except Exception as e:  # from_dict raises any type; python-tuf's deserializer catches all
+        reason = printable(f"{type(e).__name__}: {e}", 120)
         raise RepositoryStateError(
             f"repository metadata {path.name} is damaged ({reason}); restore it from a backup"
         ) from None
@@ -79,11 +84,47 @@ def _read_metadata(path: Path, kind: type[Signed], version: int | None = None) -
         raise RepositoryStateError(
             f"repository metadata {path.name} holds {md.signed.type}, not {kind.type} metadata"
         )
+    _check_keys(path.name, md.signed)
     if version is not None and md.signed.version != version:
         raise RepositoryStateError(
             f"repository metadata {path.name} holds version {md.signed.version}, not {version}"
         )
     return md
+
+
+def _canonical(doc: object, name: str) -> None:
+    """Refuse what canonical JSON cannot sign (floats): else re-signing fails much later."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float):
+            raise FormatError(f"{name} holds a number that is not an integer")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+def _check_keys(name: str, signed: Signed) -> None:
+    """Every role names keys the metadata holds, and delegated role names are plain names
+    (they become file names): python-tuf leaves both to the verifier."""
+    if isinstance(signed, Root):
+        roles, keys = signed.roles.items(), signed.keys
+    elif isinstance(signed, Targets) and signed.delegations is not None:
+        roles, keys = (signed.delegations.roles or {}).items(), signed.delegations.keys
+        for role in dict(roles):
+            if not isinstance(role, str) or not _ROLE.fullmatch(role) or role in TOP_LEVEL_ROLES:
+                raise RepositoryStateError(
+                    f"repository metadata {name} delegates to a bad role name {show(role)}"
+                )
+    else:
+        return
+    for role, entry in roles:
+        if missing := [k for k in entry.keyids if k not in keys]:
+            raise RepositoryStateError(
+                f"repository metadata {name} is damaged: {role} names the unknown key "
+                f"{printable(str(missing[0]), 16)}"
+            )
 
 
 def root_versions(metadata_dir: Path) -> list[int]:

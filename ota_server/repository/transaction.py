@@ -164,7 +164,7 @@ def read_journal(work_dir: Path, root: Path) -> Journal:
     try:
         data = load_json(path, "the transaction journal", limit=MAX_JOURNAL_BYTES)
         return journal_from_data(data, root, work_dir / "backup")
-    except FormatError as e:
+    except (FormatError, FileNotFoundError) as e:  # FileNotFoundError: a dangling link
         raise RepositoryStateError(
             f"damaged transaction journal {printable(str(path))} ({e}): the last change cannot "
             "be finished or undone automatically; restore the repository from a backup"
@@ -229,7 +229,7 @@ def rollback(work_dir: Path, root: Path) -> None:
 def recover(work_dir: Path, root: Path) -> str | None:
     """Finish or undo a commit a dead process left behind. Returns what was done, if anything."""
     journal_path = work_dir / JOURNAL
-    if not journal_path.exists():
+    if not os.path.lexists(journal_path):  # a dangling or looping link is a damaged journal
         shutil.rmtree(work_dir / "txn", ignore_errors=True)
         return None
     journal = read_journal(work_dir, root)
