@@ -53,6 +53,7 @@ def one_line_error(result: Result) -> str:
     """Assert a clean failure: non-zero exit, no traceback, exactly one 'Error:' line."""
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
+    assert "internal error" not in result.output, result.output  # a bug, not a refusal
     assert not isinstance(result.exception, Exception) or isinstance(
         result.exception, SystemExit
     ), repr(result.exception)

@@ -312,15 +312,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 class Campaign:
     """A working copy of the world's home; runs cases against it and restores it."""
 
-    def __init__(self, world: World, tmp_path: Path) -> None:
+    def __init__(self, world: World, tmp_path: Path, template: Path | None = None) -> None:
         self.world = world
+        self.template = template or world.home
         self.home = tmp_path / "home"
         self.reset()
 
     def reset(self) -> None:
         if self.home.exists():
             shutil.rmtree(self.home)
-        shutil.copytree(self.world.home, self.home, symlinks=True)
+        shutil.copytree(self.template, self.home, symlinks=True)
         self.clean = snapshot(self.home)
 
     def resolve(self, target: str | Path) -> Path:
@@ -429,6 +430,29 @@ def test_class8_every_mutating_command_checks_every_input_first(
                 if damage is Special.MISSING and result.exit_code == 0 and name != "config.toml":
                     break  # the command does not need this file (an offline key, say)
     assert refusals > len(files) * len(MUTATING) * 3
+
+
+def test_class8_repo_init_and_keys_init_check_every_input_first(
+    world: World, tmp_path: Path
+) -> None:
+    """On a home with keys but no repository yet (no lock file either): ``repo init``."""
+    template = tmp_path / "keys-only"
+    ok(ota(template, "keys", "init", "--dev"))
+    (template / "config.toml").write_text(CONFIG)
+    campaign = Campaign(world, tmp_path / "work", template)
+    rnd = random.Random(SEED)
+    files = ["config.toml", "keys/keyring.json"]
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        files += [str(p.relative_to(template)) for p in (template / "keys" / role).iterdir()]
+    for name in files:
+        for label, damage in _damages(rnd, (template / name).read_bytes()):
+            campaign.run(name, damage, ["repo", "init"], f"repo init {name}: {label}")
+    (tmp_path / "empty").mkdir()
+    fresh = Campaign(world, tmp_path / "fresh", tmp_path / "empty")
+    for label, damage in _damages(rnd, CONFIG.encode()):
+        if damage is not Special.MISSING:
+            args = ["keys", "init", "--dev"]
+            fresh.run("config.toml", damage, args, f"keys init: {label}")
 
 
 def test_class8_payload_commands_leave_no_output_on_failure(world: World, tmp_path: Path) -> None:

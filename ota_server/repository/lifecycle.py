@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ota_server.config import ExpiryPolicy, Layout
-from ota_server.errors import RepositoryStateError
+from ota_server.errors import KeyStoreError, RepositoryStateError
 from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
 from ota_server.repository.store import FileRepository, root_versions, writing
 
@@ -22,12 +22,21 @@ def init_repository(
     roles = keys.roles()
     if missing := [r for r in TOP_LEVEL_ROLES if r not in roles]:
         raise RepositoryStateError(f"the key ring has no keys for {', '.join(missing)}")
+    # Every key file is read (and decrypted) before the first write, the lock file included.
+    public = {role: [keys.public_key(role, k) for k in roles[role].keyids] for role in roles}
+    for role in TOP_LEVEL_ROLES:
+        signers = [keys.signer(role, keyid) for keyid in roles[role].keyids]
+        if sum(signer is not None for signer in signers) < roles[role].threshold:
+            raise KeyStoreError(
+                f"cannot sign {role}: it needs {roles[role].threshold} of its keys and only "
+                f"{sum(signer is not None for signer in signers)} are here"
+            )
     layout.targets.mkdir(parents=True, exist_ok=True)
     with writing(layout, keys, policy, create=True, now=now) as (repo, _txn):
         with repo.edit_root() as root:
             for role in TOP_LEVEL_ROLES:
-                for keyid in roles[role].keyids:
-                    root.add_key(keys.public_key(role, keyid), role)
+                for key in public[role]:
+                    root.add_key(key, role)
                 root.roles[role].threshold = roles[role].threshold
         with repo.edit_targets():
             pass
