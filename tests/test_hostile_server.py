@@ -140,21 +140,27 @@ def deadline(seconds: float, label: str) -> Iterator[None]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Like ``tests.helpers.tree`` (sha256 and mode of every file), stricter: directories and
-    symlinks count too, and nothing is followed; huge (sparse) files by size and mtime."""
+    symlinks count too, and nothing is followed; huge (sparse) files by size and mtime.
+    (os.scandir, not pathlib: it runs three times per case.)"""
     out: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        st_ = os.lstat(path)
-        name = str(path.relative_to(root))
-        if stat.S_ISLNK(st_.st_mode):
-            out[name] = f"link {os.readlink(path)}"
-        elif stat.S_ISREG(st_.st_mode):
-            if st_.st_size > 32 << 20:
-                out[name] = f"big {st_.st_size} {st_.st_mtime_ns} {st_.st_mode:o}"
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                out[name] = f"{digest} {st_.st_mode:o}"
-        else:
-            out[name] = f"{stat.S_IFMT(st_.st_mode):o} {st_.st_mode:o}"
+    base = len(str(root)) + 1
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                st_ = entry.stat(follow_symlinks=False)
+                name, mode = entry.path[base:], st_.st_mode
+                if stat.S_ISLNK(mode):
+                    out[name] = f"link {os.readlink(entry.path)}"
+                elif stat.S_ISREG(mode) and st_.st_size > 32 << 20:
+                    out[name] = f"big {st_.st_size} {st_.st_mtime_ns} {mode:o}"
+                elif stat.S_ISREG(mode):
+                    with open(entry.path, "rb") as f:
+                        out[name] = f"{hashlib.sha256(f.read()).hexdigest()} {mode:o}"
+                else:
+                    if stat.S_ISDIR(mode):
+                        folders.append(entry.path)
+                    out[name] = f"{stat.S_IFMT(mode):o} {mode:o}"
     return out
 
 
@@ -715,7 +721,7 @@ def test_class10_repository_metadata_campaign(world: World, campaign: Campaign) 
     commands = _commands(world, STATUS, LIST, STATUS, REFRESH, LIST, STATUS, LIST, PUBLISH, ROTATE)
     total = 0
     for name in world.metadata():
-        total += _json_campaign(campaign, name, commands, structural_limit=200)
+        total += _json_campaign(campaign, name, commands, structural_limit=160)
     assert total > 1000
 
 
@@ -945,17 +951,23 @@ def test_class4_huge_files_under_a_memory_limit(world: World, tmp_path: Path) ->
         (home / "config.toml", ".".join(["k"] * 30_000).encode() + b" = 1", ["repo", "status"]),
         (manifest, b"bundle = " + b"9" * 200_000, ["release", "publish", "-q", manifest]),
     ]
-    for path, content, args in plan:
-        saved = path.read_bytes() if path.is_file() else None
-        place(path, content)
-        before = snapshot(home)
-        proc = _limited(args, home)
-        _refused_process(proc, f"{path.name} as {content!s:.40}")
-        assert snapshot(home) == before, path
-        if saved is None:
-            remove(path)
-        else:
-            place(path, saved)
+
+    # Each case gets its own copy of the home, so that two run at a time.
+    def attempt(case: tuple[int, tuple[Path, Content, list[str | os.PathLike[str]]]]) -> None:
+        i, (path, content, args) = case
+        own = tmp_path / f"case{i}"
+        shutil.copytree(home, own / "home", symlinks=True)
+        shutil.copytree(manifest.parent, own / "m")
+        moved = own / path.relative_to(tmp_path)
+        place(moved, content)
+        args = [own / Path(a).relative_to(tmp_path) if isinstance(a, Path) else a for a in args]
+        before = snapshot(own / "home")
+        _refused_process(_limited(args, own / "home"), f"{path.name} as {content!s:.40}")
+        assert snapshot(own / "home") == before, path
+        shutil.rmtree(own)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(attempt, enumerate(plan)))
 
 
 # == class 11: unbounded resources from arguments =============================================
@@ -1257,8 +1269,6 @@ def test_serve_refuses_hostile_tls_material(world: World, tmp_path: Path) -> Non
     contents: list[Content] = [
         Special.FIFO,
         Special.DEV_ZERO,
-        Special.SPARSE,
-        pem[: len(pem) // 2],
         next(d for label, d in mutate.byte_level(pem, rnd, 3) if label.startswith("flip")),
     ]
 
@@ -1604,7 +1614,7 @@ def test_raw_requests_against_the_real_server(world: World, tmp_path: Path) -> N
 
 def _raw_status(host: str, port: int, request: bytes) -> int:
     """The status of the server's reply (0: it closed the connection or waits for more)."""
-    with socket.create_connection((host, port), timeout=3) as s:
+    with socket.create_connection((host, port), timeout=1.5) as s:
         with contextlib.suppress(OSError):  # it may close early on a hopeless request
             s.sendall(request)
         reply = b""

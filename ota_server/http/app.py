@@ -72,7 +72,7 @@ def refresh_once(config: ServerConfig, keys: KeyStore) -> None:
     """Re-sign due online roles; a busy lock or missing keys are logged, never fatal."""
     try:
         report = refresh_repository(config.layout, keys, config.expiry, online_only=True, wait=0)
-    except OtaError as e:
+    except (OtaError, OSError) as e:  # a damaged repository or disk: try again next time
         log.warning("online re-signing skipped: %s", e)
         return
     if report.resigned:
