@@ -1457,6 +1457,29 @@ def test_class9_damaged_vehicle_log_does_not_break_later_requests(tmp_path: Path
         remove(log)
 
 
+def test_special_files_in_the_served_repository(world: World, tmp_path: Path) -> None:
+    """A FIFO, a device link, a folder or a loop where a served file should be: 404, no hang."""
+    home = tmp_path / "home"
+    shutil.copytree(world.home, home, symlinks=True)
+    target = next((home / "repo/targets/bcm-hw").iterdir())
+    for path in (home / "repo/metadata/timestamp.json", target):
+        url = "/" + str(path.relative_to(home))
+        for special in (Special.FIFO, Special.DEV_ZERO, Special.DIRECTORY, Special.LOOP):
+            place(path, special)
+
+            async def scenario(
+                client: TestClient[web.Request, web.Application], url: str = url
+            ) -> None:
+                for method in ("GET", "HEAD"):
+                    response = await client.request(method, url, headers={"Range": "bytes=0-"})
+                    _no_5xx(response.status, url)
+                    assert response.status == 404, (url, response.status)
+
+            with deadline(DEADLINE, f"{url} as {special.value}"):
+                run_app(home, scenario)
+            remove(path)
+
+
 def test_class9_caps_per_vehicle_and_overall(tmp_path: Path) -> None:
     limits = ReportLimits(per_vehicle=5, vehicles=3, total_bytes=64 << 10)
 
