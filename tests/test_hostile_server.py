@@ -80,7 +80,17 @@ _cases = [0]
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_count(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print the number of cases; and check that no case wrote outside its temporary folder
+    (these tests may run as root: the working directory and /etc stay as they were)."""
+
+    def files() -> list[str]:
+        return sorted(e.name for e in os.scandir(".") if e.is_file(follow_symlinks=False))
+
+    cwd = files()
+    etc = {p: os.stat(p).st_mtime_ns for p in ("/etc/passwd", "/etc/hosts") if os.path.exists(p)}
     yield
+    assert files() == cwd, "a case wrote into the working directory"
+    assert {p: os.stat(p).st_mtime_ns for p in etc} == etc, "a case wrote into /etc"
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:
@@ -1040,33 +1050,46 @@ def _argument_slots(world: World, out: Path) -> list[list[str | os.PathLike[str]
         ["release", "list", "--bundle", "{}"],
         ["payload", "diff", "{}", t, out],
         ["payload", "diff", s, "{}", out],
-        ["payload", "diff", s, t, "{}"],
+        ["payload", "diff", s, t, OUT],
         ["payload", "diff", "-j", "{}", s, t, out],
         ["payload", "diff", "--chunk-size", "{}", s, t, out],
         ["payload", "diff", "--effort", "{}", s, t, out],
         ["payload", "apply", "{}", out],
-        ["payload", "apply", p, "{}", "--source", s],
+        ["payload", "apply", p, OUT, "--source", s],
         ["payload", "apply", p, out, "--source", "{}"],
         ["payload", "info", "{}"],
     ]
 
 
-OUTPUT_SLOTS = [("payload", "diff", 3), ("payload", "apply", 2)]
+OUT = "{out}"  # an output argument: only ever given values inside tmp_path
 
 
-def test_hostile_arguments(world: World, campaign: Campaign, tmp_path: Path) -> None:
+def _inside(value: str, root: Path) -> bool:
+    if "\0" in value or len(value) > 4096 or not value:
+        return True  # refused before any path is used
+    return Path(os.path.abspath(value)).is_relative_to(root)
+
+
+def test_hostile_arguments(
+    world: World, campaign: Campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = tmp_path / "cwd"  # relative arguments land here, whatever they are
+    sandbox.mkdir()
+    monkeypatch.chdir(sandbox)
     out = tmp_path / "out" / "o.img"
     out.parent.mkdir()
     fifo, folder = tmp_path / "fifo", tmp_path / "folder"
     os.mkfifo(fifo)
     folder.mkdir()
-    # Outputs get values that cannot land outside tmp_path (this may run as root: a relative
-    # ../../../etc/passwd or /dev/zero as an output must never be tried for real).
-    safe_outputs = ["", "\0", "a\0b", "x" * 100_000, str(fifo), str(folder), str(world.target)]
+    # Outputs get values that cannot land outside tmp_path: this may run as root, and an
+    # output of ../../../etc/passwd would be written for real (as the operator asked).
+    safe_outputs = ["", "\0", "a\0b", "x" * 100_000, "0", "nan", "é\u202e", "--"]
+    safe_outputs += [str(fifo), str(folder), str(world.target)]
     for slot in _argument_slots(world, out):
-        is_output = any(slot[:2] == list(o[:2]) and slot[o[2]] == "{}" for o in OUTPUT_SLOTS)
-        for value in safe_outputs if is_output else HOSTILE_ARGS:
-            args = [value if a == "{}" else a for a in slot]
+        for value in safe_outputs if OUT in slot else HOSTILE_ARGS:
+            args = [value if a in ("{}", OUT) else a for a in slot]
+            if OUT in slot:
+                assert _inside(value, tmp_path) or value == str(world.target), value
             result = campaign.run(None, None, args, f"{slot[:3]} {value[:10]!r}")
             if result.exit_code == 0:
                 for leftover in out.parent.iterdir():
