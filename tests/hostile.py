@@ -18,7 +18,9 @@ import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import Result
 
 ERROR_LINE = 1100  # characters: one readable line, whatever the input
@@ -52,7 +54,7 @@ def clean(result: Result, label: str) -> bool:
     return False
 
 
-class CaseTimeout(Exception):
+class CaseTimeout(BaseException):  # not an Exception: no catch-all may swallow it
     pass
 
 
@@ -74,22 +76,53 @@ def deadline(seconds: float, label: str) -> Iterator[None]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """sha256 and mode of every file under ``root``; directories and symlinks count too and
-    nothing is followed; huge (sparse) files by size and mtime."""
+    nothing is followed; huge (sparse) files by size and mtime. (os.scandir, not pathlib: it
+    runs several times per case.)"""
     out: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        st_ = os.lstat(path)
-        name = str(path.relative_to(root))
-        if stat.S_ISLNK(st_.st_mode):
-            out[name] = f"link {os.readlink(path)}"
-        elif stat.S_ISREG(st_.st_mode):
-            if st_.st_size > 32 << 20:
-                out[name] = f"big {st_.st_size} {st_.st_mtime_ns} {st_.st_mode:o}"
-            else:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                out[name] = f"{digest} {st_.st_mode:o}"
-        else:
-            out[name] = f"{stat.S_IFMT(st_.st_mode):o} {st_.st_mode:o}"
+    base = len(str(root)) + 1
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                st_ = entry.stat(follow_symlinks=False)
+                name, mode = entry.path[base:], st_.st_mode
+                if stat.S_ISLNK(mode):
+                    out[name] = f"link {os.readlink(entry.path)}"
+                elif stat.S_ISREG(mode) and st_.st_size > 32 << 20:
+                    out[name] = f"big {st_.st_size} {st_.st_mtime_ns} {mode:o}"
+                elif stat.S_ISREG(mode):
+                    with open(entry.path, "rb") as f:
+                        out[name] = f"{hashlib.sha256(f.read()).hexdigest()} {mode:o}"
+                else:
+                    if stat.S_ISDIR(mode):
+                        folders.append(entry.path)
+                    out[name] = f"{stat.S_IFMT(mode):o} {mode:o}"
     return out
+
+
+def campaign_fixture(name: str) -> Any:
+    """A module fixture for a hostile suite: it prints how many cases ran, and fails if a case
+    wrote outside its temporary folders (the suites may run as root: the working directory and
+    /etc must stay as they were)."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def campaign(request: pytest.FixtureRequest) -> Iterator[None]:
+        def files() -> list[str]:
+            return sorted(e.name for e in os.scandir(".") if e.is_file(follow_symlinks=False))
+
+        cwd, start = files(), cases[0]
+        watched = [p for p in ("/etc/passwd", "/etc/hosts", "/etc/shadow") if os.path.exists(p)]
+        etc = {p: os.stat(p).st_mtime_ns for p in watched}
+        yield
+        assert files() == cwd, "a case wrote into the working directory"
+        assert {p: os.stat(p).st_mtime_ns for p in etc} == etc, "a case wrote into /etc"
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\n{name}: {cases[0] - start} hostile cases")
+
+    return campaign
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -51,6 +51,7 @@ from tests.hostile import (
     SPECIALS,
     Content,
     Special,
+    campaign_fixture,
     cases,
     changes,
     clean,
@@ -72,13 +73,7 @@ FAST = settings(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_count(request: pytest.FixtureRequest) -> Iterator[None]:
-    start = cases[0]
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"test_hostile_client: {cases[0] - start} hostile cases")
+_campaign = campaign_fixture("test_hostile_client")
 
 
 # -- the world: a server and a valid vehicle ----------------------------------------------------
@@ -904,3 +899,23 @@ def test_the_example_config_parses() -> None:
     example = REPO_ROOT / "contrib/client.example.toml"
     config = parse_config(load_toml(example, str(example)), Path("/etc/ota-client"))
     assert len(config.ecus) == 2 and config.network.client_cert is not None
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["hardware_ids", "release_counter", "version", "bundle", "ecu", "kind",
+                         "image", "source", "other"]),
+        JSON,
+        max_size=9,
+    )
+)  # fmt: skip
+def test_hypothesis_signed_custom_fields(doc: dict[str, Any]) -> None:
+    """Signed metadata's custom fields: parsed, or one MetadataFormatError — never TypeError."""
+    from ota_client.metadata import MetadataFormatError, TargetCustom
+
+    cases[0] += 1
+    try:
+        TargetCustom.from_dict(doc)
+    except MetadataFormatError:
+        pass

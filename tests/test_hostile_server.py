@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hashlib
 import json
 import lzma
@@ -28,15 +27,13 @@ import os
 import random
 import resource
 import shutil
-import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +60,23 @@ from ota_server.payload.generate import generate, workers
 from ota_server.repository.transaction import journal_from_data
 from tests import mutate
 from tests.helpers import ok, ota, serve, write_manifest
+from tests.hostile import (
+    ERROR_LINE,
+    SPECIALS,
+    Content,
+    Special,
+    campaign_fixture,
+    cases,
+    changes,
+    clean,
+    deadline,
+    place,
+    refused,
+    remove,
+    snapshot,
+)
 
 SEED = 7
-ERROR_LINE = 1100  # characters: one readable line, whatever the input
 MEMORY_LIMIT = 256 << 20  # address space of a subprocess case (Python + numpy need ~150 MiB)
 DEADLINE = 30.0  # seconds for one in-process case
 FAST = settings(
@@ -75,154 +86,7 @@ FAST = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-_cases = [0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report_count(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Print the number of cases; and check that no case wrote outside its temporary folder
-    (these tests may run as root: the working directory and /etc stay as they were)."""
-
-    def files() -> list[str]:
-        return sorted(e.name for e in os.scandir(".") if e.is_file(follow_symlinks=False))
-
-    cwd = files()
-    etc = {p: os.stat(p).st_mtime_ns for p in ("/etc/passwd", "/etc/hosts") if os.path.exists(p)}
-    yield
-    assert files() == cwd, "a case wrote into the working directory"
-    assert {p: os.stat(p).st_mtime_ns for p in etc} == etc, "a case wrote into /etc"
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\ntest_hostile_server: {_cases[0]} hostile cases")
-
-
-# -- what a clean refusal is ------------------------------------------------------------------
-
-
-def refused(result: Result, label: str) -> str:
-    """Assert a clean refusal and return its one ``Error:`` line."""
-    _cases[0] += 1
-    text = result.output
-    assert "Traceback" not in text, f"{label}: {text[-3000:]}"
-    assert "internal error" not in text, f"{label}: {text[-3000:]}"
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{label}: {result.exception!r}"
-    )
-    assert result.exit_code != 0, f"{label}: accepted: {text[-500:]}"
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, f"{label}: {result.stderr[-3000:]}"
-    assert len(errors[0]) <= ERROR_LINE, f"{label}: a {len(errors[0])}-character error line"
-    return errors[0]
-
-
-def clean(result: Result, label: str) -> bool:
-    """Assert a clean success or a clean refusal; True if it succeeded."""
-    if result.exit_code == 0:
-        _cases[0] += 1
-        assert result.exception is None, f"{label}: {result.exception!r}"
-        assert "Traceback" not in result.output and "internal error" not in result.output, label
-        return True
-    refused(result, label)
-    return False
-
-
-class CaseTimeout(BaseException):  # not an Exception: no catch-all may swallow it
-    pass
-
-
-@contextlib.contextmanager
-def deadline(seconds: float, label: str) -> Iterator[None]:
-    """Fail a case that hangs (SIGALRM interrupts a blocking open or read, too)."""
-
-    def expire(_signum: int, _frame: object) -> None:
-        raise CaseTimeout(f"{label}: still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Like ``tests.helpers.tree`` (sha256 and mode of every file), stricter: directories and
-    symlinks count too, and nothing is followed; huge (sparse) files by size and mtime.
-    (os.scandir, not pathlib: it runs three times per case.)"""
-    out: dict[str, str] = {}
-    base = len(str(root)) + 1
-    folders = [str(root)]
-    while folders:
-        with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                st_ = entry.stat(follow_symlinks=False)
-                name, mode = entry.path[base:], st_.st_mode
-                if stat.S_ISLNK(mode):
-                    out[name] = f"link {os.readlink(entry.path)}"
-                elif stat.S_ISREG(mode) and st_.st_size > 32 << 20:
-                    out[name] = f"big {st_.st_size} {st_.st_mtime_ns} {mode:o}"
-                elif stat.S_ISREG(mode):
-                    with open(entry.path, "rb") as f:
-                        out[name] = f"{hashlib.sha256(f.read()).hexdigest()} {mode:o}"
-                else:
-                    if stat.S_ISDIR(mode):
-                        folders.append(entry.path)
-                    out[name] = f"{stat.S_IFMT(mode):o} {mode:o}"
-    return out
-
-
-def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))[:10]
-
-
-# -- special files ----------------------------------------------------------------------------
-
-
-class Special(enum.Enum):
-    MISSING = "missing"
-    FIFO = "fifo"
-    DEV_ZERO = "/dev/zero"
-    DEV_NULL = "/dev/null"
-    DIRECTORY = "directory"
-    SPARSE = "3 GiB sparse file"
-    LOOP = "symlink loop"
-    DANGLING = "dangling symlink"
-
-
-SPECIALS = list(Special)
-Content = bytes | Special
-
-
-def remove(path: Path) -> None:
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
-def place(path: Path, content: Content) -> None:
-    """Put ``content`` (bytes or a special file) at ``path``."""
-    remove(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    elif content is Special.FIFO:
-        os.mkfifo(path)
-    elif content in (Special.DEV_ZERO, Special.DEV_NULL):
-        path.symlink_to(content.value)
-    elif content is Special.DIRECTORY:
-        path.mkdir()
-        (path / "inner").write_text("x")
-    elif content is Special.SPARSE:
-        with open(path, "wb") as f:
-            f.truncate(3 << 30)
-    elif content is Special.LOOP:
-        path.symlink_to(path.name)
-    elif content is Special.DANGLING:
-        path.symlink_to(path.parent / "nowhere")
+_campaign = campaign_fixture("test_hostile_server")
 
 
 # -- the world: a valid home and valid inputs --------------------------------------------------
@@ -912,7 +776,7 @@ def _limited(
 
 
 def _refused_process(proc: subprocess.CompletedProcess[str], label: str) -> str:
-    _cases[0] += 1
+    cases[0] += 1
     assert proc.returncode != 0, f"{label}: accepted"
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, (
         f"{label}: {proc.stderr[-2000:]}"
@@ -1361,7 +1225,7 @@ EVENTS = "/api/v1/vehicles/VIN0001/events"
 
 
 def _no_5xx(status: int, label: str) -> None:
-    _cases[0] += 1
+    cases[0] += 1
     assert status < 500, f"{label}: {status}"
 
 
@@ -1684,7 +1548,7 @@ def _raw_status(host: str, port: int, request: bytes) -> int:
     )
 )
 def test_hypothesis_keyring_and_journal_schemas(doc: Any) -> None:
-    _cases[0] += 1
+    cases[0] += 1
     for candidate in (doc, {"roles": doc}, {"dev": False, "roles": {"root": doc}}):
         with contextlib.suppress(FormatError):
             parse_keyring(candidate)
@@ -1696,7 +1560,7 @@ def test_hypothesis_keyring_and_journal_schemas(doc: Any) -> None:
 @FAST
 @given(text=st.text(max_size=400) | st.sampled_from([t for _, t in mutate.toml_shapes()]))
 def test_hypothesis_config_text(text: str) -> None:
-    _cases[0] += 1
+    cases[0] += 1
     with contextlib.suppress(ConfigError):
         config = parse_config(Path("/srv/ota"), text)
         for days in config.expiry.days.values():

@@ -49,6 +49,10 @@ SEED = int(os.environ.get("OTA_POWERCUT_SEED", "2026"))
 BIG = 3 << 20  # ECU-A's image: crosses several checkpoints
 CHECKPOINT = 256 << 10
 SLOT = 4 << 20
+# Every power cut during a trial uses one boot attempt, as on a real bootloader: three cuts
+# there exhaust the default three and the bundle rightly rolls back. One more attempt than a
+# run has kills keeps the outcome decided by the health checks alone.
+ATTEMPTS = 5
 B1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
 B2 = (EXAMPLES / "images/bcm-1.1.0.bin").read_bytes()
 rng0 = random.Random(SEED)
@@ -98,6 +102,7 @@ checkpoint_interval = {CHECKPOINT}
 serial = "{serial}"
 hardware_id = "{hwid}"
 slots = {{ a = "{serial}-a.img", b = "{serial}-b.img", size = {SLOT} }}
+boot = {{ backend = "simulated", attempts = {ATTEMPTS} }}
 trial_deadline = 30
 [[ecus.health]]
 command = {health}

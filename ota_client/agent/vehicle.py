@@ -169,17 +169,7 @@ class VehicleAgent:
         now = self.clock()
         self.state, notice = self.store.load_or_reset(now)
         if notice is not None:
-            serial = self.config.ecus[0].serial
-            reset = Report(
-                report_id("reset", str(now), notice),
-                self.config.vehicle_id,
-                serial,
-                "state_reset",
-                now,
-                error=clip_error(notice),
-                kind="bad_data",
-            )
-            self.outbox.put([reset], now)
+            self._queue_notice("state_reset", notice, "bad_data")
         for boot in self.boots.values():
             boot.ensure()
         event = recovery.after_boot(self.state, self.facts(), now)
@@ -308,7 +298,7 @@ class VehicleAgent:
             return self.check()[1]
         except ClientError as e:
             if isinstance(e, SecurityError):
-                self._queue_security(str(e))
+                self._queue_notice("security", str(e), "security")
             return self.failed(e)
 
     # -- DOWNLOAD / INSTALL / ARM -----------------------------------------------------------
@@ -481,17 +471,17 @@ class VehicleAgent:
             )
         self.outbox.put(reports, now)
 
-    def _queue_security(self, message: str) -> None:
+    def _queue_notice(self, event: str, message: str, kind: str) -> None:
+        """A report about the vehicle rather than an update (sent as its first ECU)."""
         now = self.clock()
-        serial = self.config.ecus[0].serial
         report = Report(
-            report_id("security", str(now), message),
+            report_id(event, str(now), message),
             self.config.vehicle_id,
-            serial,
-            "security",
+            self.config.ecus[0].serial,
+            event,
             now,
             error=clip_error(message),
-            kind="security",
+            kind=kind,
         )
         self.outbox.put([report], now)
 

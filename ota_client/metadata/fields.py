@@ -137,8 +137,8 @@ class TargetCustom:
         if unknown := set(data) - allowed:
             raise MetadataFormatError(f"custom has unknown fields {', '.join(sorted(unknown))}")
         hwids = data["hardware_ids"]
-        if not isinstance(hwids, list):
-            raise MetadataFormatError("hardware_ids must be a list")
+        if not isinstance(hwids, list) or not all(isinstance(h, str) for h in hwids):
+            raise MetadataFormatError("hardware_ids must be a list of strings")
         source = data.get("source")
         return cls(
             hardware_ids=tuple(hwids),
