@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 TUFJS_SRC ?= $(firstword $(wildcard ../shared/tools/tufjs /work/shared/tools/tufjs))
 TUFJS_DIR ?= $(CURDIR)/.tufjs
 
-.PHONY: test lint demo tufjs clean bench-publish bench-delta bench-powercut bench-install system-tools
+.PHONY: test lint demo tufjs clean bench-publish bench-delta bench-powercut bench-install \
+	bench-boot system-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +27,21 @@ $(TUFJS_DIR)/node_modules/tuf-js/package.json:
 	cp -r $(TUFJS_SRC)/. $(TUFJS_DIR)/
 	cd $(TUFJS_DIR) && npm ci --silent --no-audit --no-fund
 
-# Real tools the tests drive: GRUB's and U-Boot's environment editors.
-SYSTEM_TOOLS := grub-editenv:grub-common fw_setenv:libubootenv-tool
+# Real tools the tests drive: GRUB's and U-Boot's environment editors, and QEMU with a BIOS
+# GRUB to boot the GRUB script for real (tests/test_real_boot.py).
+SYSTEM_TOOLS := grub-editenv:grub-common fw_setenv:libubootenv-tool \
+	qemu-system-x86_64:qemu-system-x86 /usr/lib/grub/i386-pc/boot.img:grub-pc-bin mcopy:mtools \
+	mkfs.vfat:dosfstools sfdisk:fdisk
 system-tools:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do \
+		{ command -v $${t%%:*} || test -e $${t%%:*}; } >/dev/null || missing="$$missing $${t##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$sudo apt-get install -y -q $$missing >/dev/null 2>&1 || \
-		{ $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; }; \
+		$$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+		{ $$sudo apt-get update -q >/dev/null && \
+		  $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
 	fi
 
 test: $(STAMP) system-tools
@@ -63,6 +70,9 @@ bench-delta: $(STAMP)
 
 bench-powercut: $(STAMP) system-tools
 	OTA_POWERCUT_KILLS=1000 $(BIN)/pytest -q -s tests/test_powercut.py
+
+bench-boot: $(STAMP) system-tools
+	OTA_REALBOOT_STATES=300 OTA_REALBOOT_KILLS=300 $(BIN)/pytest -q -s tests/test_real_boot.py
 
 bench-install: $(STAMP)
 	$(BIN)/python -m bench.install

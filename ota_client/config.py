@@ -28,7 +28,10 @@
     hardware_id = "bcm-s32k"
     slots = { type = "raw", a = "/dev/mmcblk0p2", b = "/dev/mmcblk0p3" }
     # application bundles (tar images): type = "directory", a/b folders, current = symlink
-    boot = { backend = "uboot", config = "/etc/fw_env.config", cmdline = "/proc/cmdline" }
+    # U-Boot; defaults = the board's default environment (`env export -t`), with bootcmd:
+    boot = { backend = "uboot", config = "/etc/fw_env.config", cmdline = "/proc/cmdline",
+             defaults = "/etc/ota-client/u-boot.env" }   # (one line in a real file)
+    # GRUB: boot = { backend = "grub", dir = "/boot/grub", cmdline = "/proc/cmdline" }
     trial_deadline = 300                         # seconds for all health checks in a trial boot
     [[ecus.health]]
     command = ["systemctl", "is-system-running", "--wait"]
@@ -87,8 +90,9 @@ class BootConfig:
     backend: str  # simulated | grub | uboot | symlink (directory slots)
     attempts: int = 3
     state: Path | None = None  # simulated/symlink: the JSON file
-    env: Path | None = None  # grub: the environment block
+    dir: Path | None = None  # grub: the folder of ota.cfg and its two environment copies
     config: Path | None = None  # uboot: fw_env.config
+    defaults: Path | None = None  # uboot: the board's default environment (with bootcmd)
     cmdline: Path | None = None  # grub/uboot: where ota.slot= is read
     restart: tuple[str, ...] | None = None  # symlink: restarts the application after a flip
 
@@ -183,20 +187,27 @@ def _boot(r: Reader, slots: SlotConfig, serial: str, data_dir: Path) -> BootConf
     directory = slots.type == "directory"
     backends = ("symlink",) if directory else ("simulated", "grub", "uboot")
     backend = r.string("backend", backends[0], choices=backends)
+    if r.has("env"):
+        raise r.fail(
+            "env",
+            "is gone: the grub backend keeps two copies of its environment; set dir to "
+            "the folder of ota.cfg (e.g. /boot/grub)",
+        )
     boot = BootConfig(
         backend=backend,
         attempts=r.integer("attempts", 3, low=1, high=9),
         state=r.path("state", None) or data_dir / f"boot-{serial}.json",
-        env=r.path("env", None),
+        dir=r.path("dir", None),
         config=r.path("config", None),
+        defaults=r.path("defaults", None),
         cmdline=r.path("cmdline", None),
         restart=_command(r, "restart"),
     )
     r.done()
-    if backend == "grub" and (boot.env is None or boot.cmdline is None):
-        raise FormatError(f"{r.where}: the grub backend needs env and cmdline")
-    if backend == "uboot" and (boot.config is None or boot.cmdline is None):
-        raise FormatError(f"{r.where}: the uboot backend needs config and cmdline")
+    if backend == "grub" and (boot.dir is None or boot.cmdline is None):
+        raise FormatError(f"{r.where}: the grub backend needs dir and cmdline")
+    if backend == "uboot" and None in (boot.config, boot.cmdline, boot.defaults):
+        raise FormatError(f"{r.where}: the uboot backend needs config, cmdline and defaults")
     return boot
 
 

@@ -385,3 +385,18 @@ def test_a_delta_applies_to_a_partition_larger_than_the_image(
         with open(slot_a, "rb") as f:
             assert f.read(len(V1)) == V1
     assert [e["event"] for e in car.events()] == ["commit"]
+
+
+def test_the_old_single_grub_environment_is_refused_with_what_to_set(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ota_client.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'vehicle_id = "v"\nserver = "https://x"\ntrust_root = "r"\ndata_dir = "d"\n'
+        '[[ecus]]\nserial = "E"\nhardware_id = "h"\nslots = { a = "a.img", b = "b.img" }\n'
+        'boot = { backend = "grub", env = "/boot/grub/grubenv", cmdline = "/proc/cmdline" }\n'
+    )
+    result = CliRunner().invoke(main, ["-c", str(config), "status"])
+    assert result.exit_code == 3 and "set dir to the folder of ota.cfg" in result.output

@@ -523,7 +523,7 @@ def test_cmdline_of_a_real_bootloader(world: World, run: Cases) -> None:
     def grub(content: Content) -> Callable[[Path], None]:
         def damage(car: Path) -> None:
             doc = config_doc(world.server)
-            doc["ecus"][0]["boot"] = {"backend": "grub", "env": "grubenv", "cmdline": "cmdline"}
+            doc["ecus"][0]["boot"] = {"backend": "grub", "dir": "data", "cmdline": "cmdline"}
             (car / "client.toml").write_text(mutate.toml_dumps(doc))
             (car / "data/state.json").unlink()
             place(car / "cmdline", content)

@@ -16,6 +16,8 @@ from ota_client.cli import main as client_main
 from tests.helpers import EXAMPLES
 
 V1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
+# A board's default U-Boot environment (what `env export -t` prints): what it needs to boot.
+BOARD_ENV = "bootcmd=run ota_boot\nbootdelay=2\nbaudrate=115200\n"
 
 
 @dataclass
@@ -68,14 +70,19 @@ class Vehicle:
         if self.backend == "simulated":
             return '{ backend = "simulated" }'
         if self.backend == "grub":
-            return f'{{ backend = "grub", env = "{p}grubenv", cmdline = "cmdline" }}'
+            (self.root / f"{p}grub").mkdir(exist_ok=True)
+            return f'{{ backend = "grub", dir = "{p}grub", cmdline = "cmdline" }}'
         if not (self.root / f"{p}env1").exists():
             for name in (f"{p}env1", f"{p}env2"):
                 (self.root / name).write_bytes(bytes(0x4000))
             (self.root / f"{p}fw_env.config").write_text(
                 f"{self.root}/{p}env1 0x0 0x4000\n{self.root}/{p}env2 0x0 0x4000\n"
             )
-        return f'{{ backend = "uboot", config = "{p}fw_env.config", cmdline = "cmdline" }}'
+            (self.root / "u-boot.env").write_text(BOARD_ENV)
+        return (
+            f'{{ backend = "uboot", config = "{p}fw_env.config", cmdline = "cmdline", '
+            'defaults = "u-boot.env" }'
+        )
 
     def write_config(self) -> None:
         if len(self.ecus) == 1:  # the single-ECU attributes stay editable by tests

@@ -60,11 +60,12 @@ class Wait:
 def make_boot(ecu: EcuConfig, data_dir: Path) -> BootControl:
     b = ecu.boot
     if b.backend == "grub":
-        assert b.env is not None and b.cmdline is not None
-        return GrubBoot(b.env, b.cmdline)
+        assert b.dir is not None and b.cmdline is not None
+        return GrubBoot(b.dir, b.cmdline)
     if b.backend == "uboot":
-        assert b.config is not None and b.cmdline is not None
-        return UBootBoot(b.config, b.cmdline, data_dir / f"uboot-defaults-{ecu.serial}.env")
+        assert b.config is not None and b.cmdline is not None and b.defaults is not None
+        generated = data_dir / f"uboot-defaults-{ecu.serial}.env"
+        return UBootBoot(b.config, b.cmdline, b.defaults, generated)
     assert b.state is not None
     if b.backend == "symlink":
         assert ecu.slots.current is not None

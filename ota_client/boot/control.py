@@ -5,7 +5,8 @@ One set of verbs (RAUC-style): ``active_slot``, ``booted_slot``, ``arm_trial``, 
 
 * ``SimulatedBoot`` — a JSON file written atomically; ``reboot()`` applies the bootloader rule.
   The default for demos and tests.
-* ``GrubBoot`` — a GRUB environment block through the real ``grub-editenv``.
+* ``GrubBoot`` — two GRUB environment blocks through the real ``grub-editenv``: a power cut
+  during a write leaves the decision in force intact (``redundant.py``).
 * ``UBootBoot`` — a U-Boot environment (redundant copies) through the real ``fw_printenv`` /
   ``fw_setenv -s`` (one write for several variables).
 
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ota_client.atomic import fsync_dir, write_atomic
-from ota_client.boot import rules
+from ota_client.boot import redundant, rules
 from ota_client.boot.rules import BootError, Env
 from ota_client.strict import FormatError, load_json, read_bounded
 
@@ -205,49 +206,123 @@ def _parse_env(text: str) -> Env:
 
 
 class GrubBoot(CmdlineBooted, BootControl):
-    """A GRUB environment block (``/boot/grub/grubenv``) through ``grub-editenv``."""
+    """Two GRUB environment blocks (``ota-env.0``, ``ota-env.1`` next to ``ota.cfg``) through
+    ``grub-editenv``: every write replaces the older copy (``boot/redundant.py``), written as a
+    new file, synced and renamed over it, so no power cut can take the decision in force."""
 
     name = "grub"
 
-    def __init__(self, envfile: Path, cmdline: Path, *, tool: str = "grub-editenv") -> None:
+    def __init__(self, directory: Path, cmdline: Path, *, tool: str = "grub-editenv") -> None:
         super().__init__(cmdline)
-        self.envfile = envfile
+        self.copies = (directory / "ota-env.0", directory / "ota-env.1")
         self.tool = tool
 
+    def _copy(self, path: Path) -> Env | None:
+        """One copy's variables, or None if it is missing, torn or has no valid number."""
+        if not path.is_file():
+            return None
+        try:
+            env = _parse_env(_run([self.tool, str(path), "list"], "read the environment"))
+        except BootError:
+            return None  # an invalid block: GRUB ignores it too
+        return env if env.get(redundant.SEQ) in redundant.SEQS else None
+
+    def _in_force(self) -> tuple[int | None, Env | None]:
+        envs = [self._copy(path) for path in self.copies]
+        index = redundant.in_force(*(e.get(redundant.SEQ) if e else None for e in envs))
+        return index, None if index is None else envs[index]
+
     def ensure(self) -> None:
-        if not self.envfile.exists():
-            _run([self.tool, str(self.envfile), "create"], "create the environment")
-            self.write_env(rules.initial_env())
+        """Make both copies valid, so GRUB always has an older copy to save into."""
+        index, _env = self._in_force()
+        if index is None:
+            self._write(self.copies[0], {**rules.initial_env(), redundant.SEQ: "0"})
+            self._write(self.copies[1], {**rules.initial_env(), redundant.SEQ: "1"})
+        elif self._copy(self.copies[1 - index]) is None:
+            self.write_env({})
 
     def read_env(self) -> Env:
-        if not self.envfile.exists():
+        _index, env = self._in_force()
+        if env is None:
             return rules.initial_env()  # what ensure() will write; nothing is written here
-        return _parse_env(_run([self.tool, str(self.envfile), "list"], "read the environment"))
+        return {k: v for k, v in env.items() if k != redundant.SEQ}
 
     def write_env(self, changes: Mapping[str, str]) -> None:
-        args = [f"{k}={v}" for k, v in changes.items()]
-        _run([self.tool, str(self.envfile), "set", *args], "write the environment")
+        index, env = self._in_force()
+        current = env or {**rules.initial_env(), redundant.SEQ: "2"}
+        new = {**current, **changes, redundant.SEQ: redundant.next_seq(current[redundant.SEQ])}
+        self._write(self.copies[0 if index is None else 1 - index], new)
+
+    def _write(self, path: Path, env: Mapping[str, str]) -> None:
+        """Replace one copy: a new block in a new file, synced, renamed over the old one."""
+        tmp = path.with_name(f".{path.name}.new")
+        try:
+            tmp.unlink(missing_ok=True)
+            _run([self.tool, str(tmp), "create"], "create the environment")
+            _run([self.tool, str(tmp), "set", *(f"{k}={v}" for k, v in env.items())],
+                 "write the environment")  # fmt: skip
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as e:
+            raise BootError(f"cannot write {path}: {e.strerror}") from None
+
+
+REQUIRED_UBOOT = ("bootcmd",)  # what a board needs in its environment to boot at all
+MAX_DEFAULTS = 256 << 10
 
 
 class UBootBoot(CmdlineBooted, BootControl):
     """A U-Boot environment through ``fw_printenv``/``fw_setenv -s`` (one write per verb).
 
-    ``defaults`` is passed as ``-f``: libubootenv uses it only when the environment cannot be
-    read (a blank or corrupted pair), which is what makes the very first write possible.
+    ``board_defaults`` is the board's own default environment (``name=value`` lines: what
+    ``env export -t`` prints on a board that booted with its defaults, or ``u-boot-initial-env``
+    from the U-Boot build) and must hold ``bootcmd``. libubootenv uses ``-f`` only when the
+    environment cannot be read (a blank or corrupted pair): the first write then starts from
+    the board's whole environment plus the OTA variables — never from the OTA variables alone,
+    which would leave a board that stops at its prompt. No write goes to an environment that
+    lacks what the board needs to boot.
     """
 
     name = "uboot"
 
-    def __init__(self, config: Path, cmdline: Path, defaults: Path) -> None:
+    def __init__(self, config: Path, cmdline: Path, board_defaults: Path, defaults: Path) -> None:
         super().__init__(cmdline)
         self.config = config
-        self.defaults = defaults
+        self.board_defaults = board_defaults
+        self.defaults = defaults  # board defaults + the initial OTA variables, made by ensure()
+
+    def _board(self) -> Env:
+        try:
+            text = read_bounded(self.board_defaults, MAX_DEFAULTS).decode("utf-8", "replace")
+        except FileNotFoundError:
+            raise BootError(
+                f"the board's default U-Boot environment {self.board_defaults} is missing"
+            ) from None
+        except FormatError as e:
+            raise BootError(str(e)) from None
+        env = _parse_env(text)
+        if missing := [k for k in REQUIRED_UBOOT if not env.get(k)]:
+            raise BootError(
+                f"{self.board_defaults} lacks {', '.join(missing)}: refusing to write a U-Boot "
+                "environment the board cannot boot from"
+            )
+        return env
 
     def ensure(self) -> None:
-        if not self.defaults.exists():
-            self.defaults.parent.mkdir(parents=True, exist_ok=True)
-            env = rules.initial_env()
-            write_atomic(self.defaults, "".join(f"{k}={v}\n" for k, v in env.items()).encode())
+        board = self._board()
+        env = {**board, **rules.initial_env()}
+        text = "".join(f"{k}={v}\n" for k, v in env.items())
+        try:
+            if not self.defaults.is_file() or self.defaults.read_text() != text:
+                self.defaults.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.defaults, text.encode())
+        except OSError as e:
+            raise BootError(f"cannot write {self.defaults}: {e.strerror}") from None
         current = self._read()
         if current is None or "ota_active" not in current:
             self.write_env(rules.initial_env())
@@ -267,6 +342,15 @@ class UBootBoot(CmdlineBooted, BootControl):
         return rules.initial_env() if env is None else env  # blank: what ensure() writes
 
     def write_env(self, changes: Mapping[str, str]) -> None:
+        current = self._read()
+        base = self._board() if current is None else current  # blank: the board's defaults
+        if missing := [k for k in REQUIRED_UBOOT if not base.get(k)]:
+            raise BootError(
+                f"the U-Boot environment lacks {', '.join(missing)}: refusing to write it "
+                "(the board would stop at its prompt)"
+            )
+        if current is None and not self.defaults.is_file():
+            raise BootError("the U-Boot environment is blank: run ensure() first")
         script = "".join(f"{k}={v}\n" for k, v in changes.items())
         with tempfile.NamedTemporaryFile("w", suffix=".ota-env") as f:
             f.write(script)
