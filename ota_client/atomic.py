@@ -1,7 +1,11 @@
-"""Crash-safe file writes: temp file, fsync, rename, fsync of the directory.
+"""Crash-safe file writes: temp file, fsync, rename, fsync of the file and of the directory.
 
-Every persistent file in the product (repository metadata, the client's state file) goes
-through here, so a power cut leaves either the old or the new content, never a torn file.
+Every persistent file in the product (repository metadata, the client's state file, the GRUB
+environment copies) goes through here, so a power cut leaves either the old or the new content,
+never a torn file. The file is synced again *after* the rename because on FAT — a boot
+partition — a file's directory entry is its inode: a rename reaches the disk only when the
+renamed file is written back, not when its folder is synced (found by killing a guest in
+QEMU right after such a write).
 """
 
 from __future__ import annotations
@@ -23,6 +27,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Rename the finished file ``tmp`` over ``path`` so that the new content survives a power
+    cut: the data synced, the rename made, the renamed file and its folder synced."""
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+    _fsync_path(path)
+    fsync_dir(path.parent)
+
+
 @contextmanager
 def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file to write that replaces ``path`` only if the block completes (then durably)."""
@@ -32,12 +53,10 @@ def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

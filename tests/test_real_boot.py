@@ -15,14 +15,30 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
+import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from ota_client.boot import rules
-from ota_client.boot.control import GrubBoot
-from tests.grub_disk import COPIES, GrubDisk, decision, missing_tools, serial_text
+from ota_client.boot.control import GrubBoot, UBootBoot
+from ota_client.boot.rules import BootError
+from tests import guest_ops
+from tests.grub_disk import (
+    COPIES,
+    PARTITION,
+    REPO,
+    GrubDisk,
+    decision,
+    missing_tools,
+    serial_text,
+)
+from tests.guest import KernelDisk, cmdline, guest_dir
 
 STATES = int(os.environ.get("OTA_REALBOOT_STATES", "40"))
 KILLS = int(os.environ.get("OTA_REALBOOT_KILLS", "30"))
@@ -167,3 +183,255 @@ def test_grub_killed_while_saving_its_counter(disk: GrubDisk, tmp_path: Path) ->
         assert decision(out) == rules.next_boot(now)[1], (n, now, serial_text(log)[-300:])
     if KILLS >= 20:
         assert seen["old"] and seen["new"], seen  # the kills landed before and after the save
+
+
+# -- a Linux guest: the kernel command line, and the client writing inside it ----------------
+
+GUEST_KILLS = int(os.environ.get("OTA_REALBOOT_GUEST_KILLS", "3"))
+OPS = 40
+
+
+@pytest.fixture(scope="module")
+def kernel_disk(tmp_path_factory: pytest.TempPathFactory, disk: GrubDisk) -> KernelDisk:
+    root = guest_dir()
+    if root is None:
+        message = "no guest kernel in .guest/ (make guest fetches it; make test runs it)"
+        if os.environ.get("OTA_REQUIRE_REALBOOT"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return KernelDisk.build_kernel(tmp_path_factory.mktemp("kernel-disk"), root / "root")
+
+
+@pytest.mark.parametrize(
+    ("arm", "commit", "slot"), [(False, False, "a"), (True, False, "b"), (True, True, "b")]
+)
+def test_the_booted_kernel_carries_the_slot_grub_chose(
+    kernel_disk: KernelDisk, tmp_path: Path, arm: bool, commit: bool, slot: str
+) -> None:
+    """Full boots: GRUB's menu entry from ota.cfg hands the kernel ota.slot= of its choice."""
+    host = Host(tmp_path, kernel_disk)
+    if arm:
+        host.boot.arm_trial("b", 3)
+    if commit:
+        host.boot.mark_good("b")
+    host.to_disk()
+    kernel_disk.put_root("ota-test.sh", b"", tmp_path)
+    out = kernel_disk.boot(tmp_path / "serial.log")
+    assert decision(out) == slot, out[-2000:]
+    line = cmdline(out)
+    assert line is not None and f"ota.slot={slot}" in line.split(), out[-2000:]
+
+
+GUEST_SCRIPT = """mount --bind /mnt /host/mnt
+mount -t tmpfs tmpfs /host/tmp
+mount -t proc proc /host/proc
+mount -t devtmpfs dev /host/dev
+ops="-m tests.guest_ops --dir /mnt/boot/grub --seed {seed} --count {count}"
+chroot /host /bin/sh -c "cd {repo} && PYTHONDONTWRITEBYTECODE=1 exec {python} $ops"
+"""
+
+
+def guest_kill(n: int, kernel_disk: KernelDisk, disk: GrubDisk, work: Path) -> str:
+    """One kill of a guest whose client is rewriting the environment; the phase it hit."""
+    rnd = random.Random(f"{SEED}:{n}")
+    host = Host(work, kernel_disk)
+    if rnd.random() < 0.5:
+        host.boot.arm_trial("b", 3)
+    start = host.boot.read_env()
+    seed = rnd.randrange(1 << 30)
+    host.to_disk()
+    script = GUEST_SCRIPT.format(repo=REPO, python=sys.executable, seed=seed, count=OPS)
+    kernel_disk.put_root("ota-test.sh", script.encode(), work)
+    booted_env = {**start, **rules.next_boot(start)[0]}  # GRUB saved its count first
+    expected = guest_ops.states(booted_env, seed, OPS)
+    log = work / "serial.log"
+    proc = kernel_disk.start(log)
+    deadline = time.monotonic() + 180
+    while "OTA-OPS start" not in serial_text(log) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert "OTA-OPS start" in serial_text(log), serial_text(log)[-3000:]
+    time.sleep(rnd.uniform(0, 8))
+    proc.kill()
+    proc.wait()
+    done = serial_text(log).count(" done\n")
+    host.from_disk()
+    env = host.boot.read_env()
+    assert env in expected[done:], (n, done, env, expected[: done + 2], start)
+    for name in COPIES:  # the next boot, on a disk holding the same copies
+        path = host.dir / name
+        disk.put(name, path.read_bytes() if path.exists() else None, work)
+    chosen = decision(disk.boot(work / "check.log"))
+    assert chosen == rules.next_boot(env)[1], (n, env, chosen)
+    assert chosen in (env["ota_active"], env["ota_trial"]), (n, env, chosen)  # no other slot
+    return "mid-ops" if done < OPS else "after the ops"
+
+
+def test_the_client_killed_inside_the_guest_while_it_writes(
+    kernel_disk: KernelDisk, disk: GrubDisk, tmp_path: Path
+) -> None:
+    """The real GRUB backend runs inside the guest (over 9p) and rewrites the environment op
+    after op — arm, commit, mark bad; QEMU is killed in the middle, losing whatever the guest
+    had not made durable. Every time, the environment is one the ops passed through (not
+    before the last op the guest reported durable), and the next boot picks the slot the rules
+    say for it: the committed slot or the armed trial slot, nothing else. (Run in parallel
+    workers with OTA_REALBOOT_JOBS, each on its own copies of the disks.)"""
+    jobs = max(1, min(int(os.environ.get("OTA_REALBOOT_JOBS", "1")), GUEST_KILLS))
+    copies = []
+    for j in range(jobs):
+        mine = tmp_path / f"worker{j}"
+        mine.mkdir()
+        for src, name in ((kernel_disk, "kernel.img"), (disk, "check.img")):
+            shutil.copy(src.path, mine / name)
+        copies.append(
+            (
+                KernelDisk(mine / "kernel.img", f"{mine / 'kernel.img'}@@{PARTITION}"),
+                GrubDisk(mine / "check.img", f"{mine / 'check.img'}@@{PARTITION}"),
+            )
+        )
+
+    def worker(j: int) -> list[str]:
+        kdisk, cdisk = copies[j]
+        return [
+            guest_kill(n, kdisk, cdisk, tmp_path / f"g{n}") for n in range(j, GUEST_KILLS, jobs)
+        ]
+
+    with ThreadPoolExecutor(jobs) as pool:
+        phases = [p for result in pool.map(worker, range(jobs)) for p in result]
+    print(f"\nin-guest kills: {len(phases)}, 0 wrong boots; {Counter(phases)}")
+
+
+# -- U-Boot (AArch64) ------------------------------------------------------------------------
+
+UBOOT_BIN = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+UBOOT_STATES = int(os.environ.get("OTA_REALBOOT_UBOOT_STATES", "12"))
+FLASH = 64 << 20
+
+
+def uboot_script() -> str:
+    """contrib/u-boot/ota-boot.txt as one line, the way it is stored in an environment variable."""
+    script = ""
+    for raw in (REPO / "contrib/u-boot/ota-boot.txt").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        joiner = " " if script.endswith(("then", "else", "do")) else "; "
+        script = f"{script}{joiner}{line}" if script else line
+    return script
+
+
+class Board:
+    """qemu-system-aarch64 -M virt with Debian's U-Boot in flash bank 0 and its environment in
+    flash bank 1, written by the client's U-Boot backend through the real fw_setenv."""
+
+    def __init__(self, work: Path, board_env: str) -> None:
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.flash0, self.flash1 = work / "flash0.img", work / "flash1.img"
+        with open(self.flash0, "wb") as f:
+            f.write(UBOOT_BIN.read_bytes())
+            f.truncate(FLASH)
+        self.flash1.write_bytes(b"\xff" * FLASH)  # erased flash: a blank environment
+        (work / "fw_env.config").write_text(f"{self.flash1} 0x0 0x40000\n")
+        (work / "board.env").write_text(board_env)
+        (work / "cmdline").write_text("ota.slot=a\n")
+        self.boot = UBootBoot(
+            work / "fw_env.config", work / "cmdline", work / "board.env", work / "defaults.env"
+        )
+
+    def power_on(self) -> str:
+        """Boot U-Boot on a copy of the environment (its saveenv erases the sectors here)."""
+        saved = self.flash1.read_bytes()
+        log = self.work / "serial.log"
+        log.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-m", "128",
+             "-display", "none", "-no-reboot", "-monitor", "none", "-serial", f"file:{log}",
+             "-drive", f"if=pflash,format=raw,file={self.flash0}",
+             "-drive", f"if=pflash,format=raw,file={self.flash1}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        end = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < end:
+            if "\n=> " in serial_text(log):  # U-Boot's prompt: it will not boot by itself
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        self.flash1.write_bytes(saved)
+        return serial_text(log)
+
+
+BOARD_ENV = (
+    "bootcmd=run ota_boot\nbootdelay=0\nota_boot={script}\n"
+    "boot_a=echo OTA-DECISION slot=a; poweroff\nboot_b=echo OTA-DECISION slot=b; poweroff\n"
+)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Board:
+    if shutil.which("qemu-system-aarch64") is None or not UBOOT_BIN.exists():
+        message = "U-Boot boots need qemu-system-arm and u-boot-qemu (make test installs them)"
+        if os.environ.get("OTA_REQUIRE_REALBOOT"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return Board(tmp_path, BOARD_ENV.format(script=uboot_script()))
+
+
+def test_uboot_first_write_to_a_blank_environment_boots(board: Board) -> None:
+    """The regression: the first write to a blank environment used the OTA variables alone
+    as defaults, and U-Boot stopped at its prompt. It now starts from the board's defaults."""
+    board.boot.ensure()
+    out = board.power_on()
+    assert decision(out) == "a", out[-1500:]
+
+
+def test_uboot_with_the_ota_variables_alone_stops_at_its_prompt(board: Board) -> None:
+    """What the old first write did, shown on the real board (and now refused by the client)."""
+    env = "".join(f"{k}={v}\n" for k, v in rules.initial_env().items())
+    (board.work / "ota-only.env").write_text(env)
+    subprocess.run(
+        ["fw_setenv", "-c", str(board.work / "fw_env.config"), "-f",
+         str(board.work / "ota-only.env"), "-s", "/dev/null"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    out = board.power_on()
+    assert decision(out) is None and "=>" in out, out[-800:]
+    (board.work / "board.env").write_text(env)
+    with pytest.raises(BootError, match="bootcmd"):
+        board.boot.write_env(rules.arm(rules.initial_env(), "b", 3))
+
+
+def test_uboot_decides_what_the_rules_say(board: Board) -> None:
+    """Environments written by the client's U-Boot backend: U-Boot boots what the rules say."""
+    rnd = random.Random(SEED + 3)
+    board.boot.ensure()
+    for n in range(UBOOT_STATES):
+        env = board.boot.read_env()
+        spare = rules.other(rules.active(env))
+        verb = rnd.choice(["arm", "commit", "bad", "boot"])
+        if verb == "arm":
+            changes = rules.arm(env, spare, rnd.randint(1, 9))
+        elif verb == "commit":
+            changes = rules.commit(rules.trial(env) or rules.active(env))
+        elif verb == "bad":
+            changes = rules.mark_bad(env, spare)
+        else:
+            changes = rules.next_boot(env)[0]
+        board.boot.write_env(changes)
+        env = board.boot.read_env()
+        out = board.power_on()
+        assert decision(out) == rules.next_boot(env)[1], (n, env, out[-1200:])
+
+
+def test_uboot_saves_its_counter(board: Board) -> None:
+    board.boot.ensure()
+    board.boot.arm_trial("b", 3)
+    out = board.power_on()
+    if "Flash buffer write timeout" in out:
+        pytest.skip(
+            "U-Boot's saveenv cannot write flash on this QEMU/U-Boot pair ('Flash buffer write "
+            "timeout', after erasing the sectors); its decisions are checked from host writes"
+        )
+    assert decision(out) == "b"

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 
-from ota_client.atomic import fsync_dir, write_atomic
+from ota_client.atomic import fsync_dir, replace_durably, write_atomic
 from ota_client.boot import redundant, rules
 from ota_client.boot.rules import BootError, Env
 from ota_client.strict import FormatError, load_json, read_bounded
@@ -261,13 +261,7 @@ class GrubBoot(CmdlineBooted, BootControl):
             _run([self.tool, str(tmp), "create"], "create the environment")
             _run([self.tool, str(tmp), "set", *(f"{k}={v}" for k, v in env.items())],
                  "write the environment")  # fmt: skip
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
+            replace_durably(tmp, path)
         except OSError as e:
             raise BootError(f"cannot write {path}: {e.strerror}") from None
 
