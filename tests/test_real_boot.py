@@ -223,7 +223,6 @@ def test_the_booted_kernel_carries_the_slot_grub_chose(
 
 
 GUEST_SCRIPT = """mount --bind /mnt /host/mnt
-mount -t tmpfs tmpfs /host/tmp
 mount -t proc proc /host/proc
 mount -t devtmpfs dev /host/dev
 ops="-m tests.guest_ops --dir /mnt/boot/grub --seed {seed} --count {count}"
