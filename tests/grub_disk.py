@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
 OTA_CFG = REPO / "contrib/grub/ota.cfg"
@@ -54,19 +55,31 @@ class GrubDisk:
     fat: str  # mtools image spec of the partition: "<disk>@@<offset>"
 
     @classmethod
-    def build(cls, work: Path, grub_cfg: str = DECIDE) -> GrubDisk:
+    def build(
+        cls,
+        work: Path,
+        grub_cfg: str = DECIDE,
+        *,
+        files: dict[str, Path] | None = None,
+        fat_kib: int = FAT_KIB,
+    ) -> Self:
+        """The disk, with ``files`` (partition path -> host file) added to the partition."""
         work.mkdir(parents=True, exist_ok=True)
         core, fat, disk = work / "core.img", work / "fat.img", work / "disk.img"
         _run("grub-mkimage", "-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub", "-o", core,
              *MODULES.split())  # fmt: skip
         fat.unlink(missing_ok=True)
-        _run("mkfs.vfat", "-C", fat, str(FAT_KIB))
-        _run("mmd", "-i", fat, "::/boot", "::/boot/grub")
+        _run("mkfs.vfat", "-C", fat, str(fat_kib))
+        extra = files or {}
+        folders = {"boot", "boot/grub"} | {str(Path(name).parent) for name in extra}
+        _run("mmd", "-i", fat, *(f"::/{d}" for d in sorted(folders - {"."})))
         (work / "grub.cfg").write_text(grub_cfg)
         _run("mcopy", "-i", fat, work / "grub.cfg", "::/boot/grub/grub.cfg")
         _run("mcopy", "-i", fat, OTA_CFG, "::/boot/grub/ota.cfg")
+        for name, source in extra.items():
+            _run("mcopy", "-i", fat, source, f"::/{name}")
         with open(disk, "wb") as f:
-            f.truncate(PARTITION + (FAT_KIB << 10))
+            f.truncate(PARTITION + (fat_kib << 10))
         subprocess.run(["sfdisk", "-q", str(disk)], input="start=2048, type=c, bootable\n",
                        text=True, check=True, capture_output=True, timeout=60)  # fmt: skip
         _run("dd", f"if={fat}", f"of={disk}", "bs=512", "seek=2048", "conv=notrunc", "status=none")

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.grub_disk import COPIES, OTA_CFG, PARTITION, GrubDisk, _run, serial_text
+from tests.grub_disk import COPIES, GrubDisk, _run, serial_text
 
 MODULES = [
     "virtio_pci", "9pnet_virtio", "9p",  # the host's root over 9p
@@ -116,32 +116,11 @@ class KernelDisk(GrubDisk):
     @classmethod
     def build_kernel(cls, work: Path, root: Path) -> KernelDisk:
         work.mkdir(parents=True, exist_ok=True)
-        core, fat, disk = work / "core.img", work / "fat.img", work / "disk.img"
-        from tests.grub_disk import MODULES as GRUB_MODULES
-
-        _run("grub-mkimage", "-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub", "-o", core,
-             *GRUB_MODULES.split())  # fmt: skip
-        fat.unlink(missing_ok=True)
-        _run("mkfs.vfat", "-C", fat, str(FAT_KIB))
-        _run("mmd", "-i", fat, "::/boot", "::/boot/grub", "::/a", "::/b")
-        (work / "grub.cfg").write_text(KERNEL_GRUB_CFG)
         (work / "initrd.img").write_bytes(initrd(root))
         kernel = next((root / "boot").glob("vmlinuz-*"))
-        _run("mcopy", "-i", fat, work / "grub.cfg", "::/boot/grub/grub.cfg")
-        _run("mcopy", "-i", fat, OTA_CFG, "::/boot/grub/ota.cfg")
-        for slot in ("a", "b"):
-            _run("mcopy", "-i", fat, kernel, f"::/{slot}/vmlinuz")
-            _run("mcopy", "-i", fat, work / "initrd.img", f"::/{slot}/initrd.img")
-        with open(disk, "wb") as f:
-            f.truncate(PARTITION + (FAT_KIB << 10))
-        subprocess.run(["sfdisk", "-q", str(disk)], input="start=2048, type=c, bootable\n",
-                       text=True, check=True, capture_output=True, timeout=60)  # fmt: skip
-        _run("dd", f"if={fat}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc", "status=none")
-        _run("dd", "if=/usr/lib/grub/i386-pc/boot.img", f"of={disk}", "bs=446", "count=1",
-             "conv=notrunc", "status=none")  # fmt: skip
-        _run("dd", f"if={core}", f"of={disk}", "bs=512", "seek=1", "conv=notrunc", "status=none")
-        fat.unlink()
-        return cls(disk, f"{disk}@@{PARTITION}")
+        files = {f"{slot}/vmlinuz": kernel for slot in ("a", "b")}
+        files |= {f"{slot}/initrd.img": work / "initrd.img" for slot in ("a", "b")}
+        return cls.build(work, KERNEL_GRUB_CFG, files=files, fat_kib=FAT_KIB)
 
     def put_root(self, name: str, data: bytes, work: Path) -> None:
         """Write ``/<name>`` at the top of the partition (the guest's instructions)."""
