@@ -269,3 +269,17 @@ def test_uboot_refuses_an_environment_the_board_cannot_boot(tmp_path: Path, boar
     with pytest.raises(BootError, match="bootcmd"):
         uboot.write_env(rules.initial_env())
     assert (tmp_path / "env1").read_bytes() == bytes(0x4000)  # nothing written
+
+
+def test_grub_copies_start_from_an_older_clients_grubenv(tmp_path: Path) -> None:
+    """A vehicle moving from the one-file layout keeps its committed slot and its trial."""
+    legacy = tmp_path / "grubenv"
+    subprocess.run(["grub-editenv", str(legacy), "create"], check=True)
+    subprocess.run(
+        ["grub-editenv", str(legacy), "set", "ota_active=b", "ota_state_b=good", "other=x"],
+        check=True,
+    )
+    boot = GrubBoot(tmp_path, tmp_path / "cmdline")
+    boot.ensure()
+    env = boot.read_env()
+    assert env["ota_active"] == "b" and env["ota_state_b"] == "good" and "other" not in env

@@ -233,13 +233,25 @@ class GrubBoot(CmdlineBooted, BootControl):
         return index, None if index is None else envs[index]
 
     def ensure(self) -> None:
-        """Make both copies valid, so GRUB always has an older copy to save into."""
+        """Make both copies valid, so GRUB always has an older copy to save into. The first
+        time, they start from a one-file ``grubenv`` of an older client, if there is one."""
         index, _env = self._in_force()
         if index is None:
-            self._write(self.copies[0], {**rules.initial_env(), redundant.SEQ: "0"})
-            self._write(self.copies[1], {**rules.initial_env(), redundant.SEQ: "1"})
+            start = {**rules.initial_env(), **self._legacy()}
+            self._write(self.copies[0], {**start, redundant.SEQ: "0"})
+            self._write(self.copies[1], {**start, redundant.SEQ: "1"})
         elif self._copy(self.copies[1 - index]) is None:
             self.write_env({})
+
+    def _legacy(self) -> Env:
+        legacy = self.copies[0].parent / "grubenv"
+        if not legacy.is_file():
+            return {}
+        try:
+            env = _parse_env(_run([self.tool, str(legacy), "list"], "read the old environment"))
+        except BootError:
+            return {}
+        return {k: v for k, v in env.items() if k in rules.initial_env()}
 
     def read_env(self) -> Env:
         _index, env = self._in_force()
