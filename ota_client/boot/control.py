@@ -273,7 +273,7 @@ class GrubBoot(CmdlineBooted, BootControl):
             _run([self.tool, str(tmp), "create"], "create the environment")
             _run([self.tool, str(tmp), "set", *(f"{k}={v}" for k, v in env.items())],
                  "write the environment")  # fmt: skip
-            replace_durably(tmp, path)
+            replace_durably(tmp, path, whole_fs=True)  # the boot partition is often FAT
         except OSError as e:
             raise BootError(f"cannot write {path}: {e.strerror}") from None
 
