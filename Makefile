@@ -31,11 +31,12 @@ $(TUFJS_DIR)/node_modules/tuf-js/package.json:
 	cd $(TUFJS_DIR) && npm ci --silent --no-audit --no-fund
 
 # Real tools the tests drive: GRUB's and U-Boot's environment editors, and QEMU with a BIOS
-# GRUB and an AArch64 U-Boot to boot the bootloader scripts for real (tests/test_real_boot.py).
+# GRUB and an AArch64 U-Boot to boot the bootloader scripts for real (tests/test_real_boot.py),
+# and PostgreSQL 15, which the fleet database tests start as a throwaway server (tests/postgres.py).
 SYSTEM_TOOLS := grub-editenv:grub-common fw_setenv:libubootenv-tool \
 	qemu-system-x86_64:qemu-system-x86 /usr/lib/grub/i386-pc/boot.img:grub-pc-bin mcopy:mtools \
 	mkfs.vfat:dosfstools sfdisk:fdisk qemu-system-aarch64:qemu-system-arm \
-	/usr/lib/u-boot/qemu_arm64/u-boot.bin:u-boot-qemu
+	/usr/lib/u-boot/qemu_arm64/u-boot.bin:u-boot-qemu /usr/lib/postgresql/15/bin/initdb:postgresql-15
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do \
 		{ command -v $${t%%:*} || test -e $${t%%:*}; } >/dev/null || missing="$$missing $${t##*:}"; \

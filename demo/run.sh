@@ -56,6 +56,7 @@ cat >"$car/client.toml" <<EOF
 vehicle_id = "DEMO0001"
 server = "${url%/repo/}"
 trust_root = "root.json"
+mode = "track-latest"
 data_dir = "data"
 [network]
 allow_insecure_http = true   # the demo serves plain HTTP on 127.0.0.1

@@ -38,7 +38,7 @@ from ota_client.errors import ClientError, DeviceError, SecurityError
 from ota_client.fetch.transport import HttpTransport
 from ota_client.slots.raw import ReadBackWriter
 from ota_client.strict import FormatError, check_url
-from ota_client.verify.image_repo import ImageRepository, read_trust_root
+from ota_client.verify.repository import TufRepository, read_trust_root
 
 DEFAULT_CONFIG = Path("/etc/ota-client/client.toml")
 EXIT_CODES = {"config": 3, "transport": 4, "device": 5, "bad_data": 6, "security": 7}
@@ -402,7 +402,7 @@ def fetch(
         raise click.BadParameter(f"{e} (http:// needs --allow-insecure-http)") from None
     transport = HttpTransport(NetworkConfig(ca_file=ca_file))
     try:
-        repo = ImageRepository(repo_url, cache, read_trust_root(trust_root), transport)
+        repo = TufRepository(repo_url, cache, read_trust_root(trust_root), transport)
         repo.refresh()
         results: list[dict[str, Any]] = []
         for path in targets:

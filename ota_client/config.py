@@ -3,6 +3,9 @@
     vehicle_id = "WDD1234567"
     server = "https://ota.example.com:8443"     # the repository is at <server>/repo
     trust_root = "root.json"                     # Image-repository root shipped with the vehicle
+    director_root = "director-root.json"         # the Director's root, shipped with the vehicle
+    mode = "director"                            # Uptane full verification of the Director's
+                                                 # assignment; "track-latest": the newest bundle
     data_dir = "/var/lib/ota-client"
     poll_interval = 3600                         # seconds between checks (run)
     poll_jitter = 0.2                            # +/- share of the interval, spreads the fleet
@@ -26,6 +29,8 @@
     [[ecus]]
     serial = "ECU-0001"
     hardware_id = "bcm-s32k"
+    key = "ecu-ECU-0001.pem"                     # the ECU's ed25519 key: signs its version report
+    primary = true                               # signs the vehicle manifest (default: first ECU)
     slots = { type = "raw", a = "/dev/mmcblk0p2", b = "/dev/mmcblk0p3" }
     # application bundles (tar images): type = "directory", a/b folders, current = symlink
     # U-Boot; defaults = the board's default environment (`env export -t`), with bootcmd:
@@ -106,6 +111,8 @@ class EcuConfig:
     health: tuple[HealthCheck, ...] = ()
     trial_deadline: float = 300.0
     role: str | None = None  # the ECU role in bundles (custom "ecu"), when hardware ids repeat
+    key: Path | None = None  # its ed25519 private key (PKCS#8 PEM): signs its version reports
+    primary: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,10 +143,24 @@ class ClientConfig:
     max_attempts: int = 5
     retry_delay: float = 60.0
     reboot_command: tuple[str, ...] = ("systemctl", "reboot")
+    mode: str = "director"  # or "track-latest"
+    director_root: Path | None = None
 
     @property
     def repo_url(self) -> str:
         return self.server.rstrip("/") + "/repo"
+
+    @property
+    def director_url(self) -> str:
+        return f"{self.server.rstrip('/')}/director/{self.vehicle_id}"
+
+    @property
+    def manifest_url(self) -> str:
+        return f"{self.server.rstrip('/')}/api/v1/vehicles/{self.vehicle_id}/manifest"
+
+    @property
+    def primary(self) -> EcuConfig:
+        return next((e for e in self.ecus if e.primary), self.ecus[0])
 
     @property
     def events_url(self) -> str:
@@ -220,8 +241,10 @@ def _ecu(r: Reader, data_dir: Path) -> EcuConfig:
     boot = _boot(r.table("boot", default_boot), slots, serial, data_dir)
     health = tuple(_health(c) for c in r.tables("health", max_items=MAX_CHECKS))
     deadline = r.number("trial_deadline", 300.0, low=1, high=DAY)
+    key = r.path("key", None)
+    primary = r.boolean("primary", False)
     r.done()
-    return EcuConfig(serial, hardware_id, slots, boot, health, deadline, role)
+    return EcuConfig(serial, hardware_id, slots, boot, health, deadline, role, key, primary)
 
 
 def _network(r: Reader) -> NetworkConfig:
@@ -269,10 +292,24 @@ def parse_config(data: object, base: Path) -> ClientConfig:
         max_attempts=r.integer("max_attempts", 5, low=1, high=1000),
         retry_delay=r.number("retry_delay", 60.0, low=0, high=DAY),
         reboot_command=_command(r, "reboot_command") or ("systemctl", "reboot"),
+        mode=r.string("mode", "director", choices=("director", "track-latest")),
+        director_root=r.path("director_root", None),
     )
     r.done()
     if len({e.serial for e in ecus}) != len(ecus):
         raise FormatError("two ECUs share a serial")
+    if sum(e.primary for e in ecus) > 1:
+        raise FormatError("only one ECU can be the primary")
+    if config.mode == "director":
+        if config.director_root is None:
+            raise FormatError(
+                "director_root is missing: the Director's root metadata (from 'ota vehicle "
+                'provision\'), or mode = "track-latest" to follow the newest release'
+            )
+        if missing := [e.serial for e in ecus if e.key is None]:
+            raise FormatError(
+                f"ECU {missing[0]} has no key: each ECU signs its version report in director mode"
+            )
     return config
 
 

@@ -17,6 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from ota_client.strict import FormatError, Reader, load_toml, parse_toml
 from ota_server.errors import ConfigError
 
@@ -29,6 +32,8 @@ MAX_SOURCES = 64
 MAX_JOBS = 64  # and never more than the machine's cores or the chunks to encode
 REFRESH_INTERVAL = (1.0, 86400.0)  # seconds
 MAX_HOST = 253
+MAX_DATABASE_URL = 1024
+DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 
 DEFAULT_EXPIRY_DAYS: Mapping[str, float] = {
@@ -38,38 +43,74 @@ DEFAULT_EXPIRY_DAYS: Mapping[str, float] = {
     "snapshot": 1,
     "timestamp": 1,
 }
+# The Director signs per vehicle with online keys, on demand: short lives (Uptane's
+# deployment guidance: "such as in a day"); its root is offline like the Image root.
+DIRECTOR_EXPIRY_DAYS: Mapping[str, float] = {
+    "root": 365,
+    "targets": 1,
+    "snapshot": 1,
+    "timestamp": 1,
+}
+
+
+REPOSITORIES = ("image", "director")
+
+
+@dataclass(frozen=True)
+class RepositoryFiles:
+    """Where one repository's files live: what is served, its private working state, its keys."""
+
+    name: str
+    served: Path  # metadata/ and targets/, static: nginx or a CDN may serve them
+    state: Path  # lock and transaction journal; never served
+    keys: Path  # key ring and one folder of key files per role
+
+    @property
+    def metadata(self) -> Path:
+        return self.served / "metadata"
+
+    @property
+    def targets(self) -> Path:
+        return self.served / "targets"
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The files of one server home."""
+    """The files of one server home: two repositories (Image, Director), config, state."""
 
     home: Path
 
     @property
     def keys(self) -> Path:
+        """The key folders of both repositories (``keys/image``, ``keys/director``)."""
         return self.home / "keys"
 
     @property
-    def repo(self) -> Path:
-        return self.home / "repo"
-
-    @property
-    def metadata(self) -> Path:
-        return self.repo / "metadata"
-
-    @property
-    def targets(self) -> Path:
-        return self.repo / "targets"
-
-    @property
     def state(self) -> Path:
-        """Private working state (lock, transaction journal); never served."""
+        """Private working state (the Image repository's journal, the fleet database)."""
         return self.home / "state"
 
     @property
     def config_file(self) -> Path:
         return self.home / "config.toml"
+
+    @property
+    def image(self) -> RepositoryFiles:
+        # The Image repository's state stays where single-repository homes kept it, so a
+        # change interrupted before an upgrade is still recovered from its journal.
+        return RepositoryFiles("image", self.home / "repo", self.state, self.keys / "image")
+
+    @property
+    def director(self) -> RepositoryFiles:
+        return RepositoryFiles(
+            "director", self.home / "director", self.state / "director", self.keys / "director"
+        )
+
+    def repository(self, name: str) -> RepositoryFiles:
+        if name not in REPOSITORIES:
+            raise ValueError(name)
+        files: RepositoryFiles = getattr(self, name)
+        return files
 
 
 @dataclass(frozen=True)
@@ -115,8 +156,12 @@ class ServeConfig:
 class ServerConfig:
     layout: Layout
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    director_expiry: ExpiryPolicy = field(
+        default_factory=lambda: ExpiryPolicy(days=dict(DIRECTOR_EXPIRY_DAYS))
+    )
     deltas: DeltaPolicy = field(default_factory=DeltaPolicy)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    database_url: str | None = None  # None: SQLite in the home's state/ (fleet.db)
 
 
 def check_host(value: str) -> str:
@@ -131,14 +176,37 @@ def check_host(value: str) -> str:
     return value
 
 
-def _expiry(r: Reader) -> ExpiryPolicy:
-    days = dict(DEFAULT_EXPIRY_DAYS)
+def check_database_url(value: str) -> str:
+    """A fleet database URL: SQLite with an absolute file path, or PostgreSQL (asyncpg).
+
+    Messages never quote the URL: it may hold a password.
+    """
+    if not value.startswith(DATABASE_SCHEMES):
+        raise FormatError(f"must start with {' or '.join(DATABASE_SCHEMES)}")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise FormatError("must not hold spaces or control characters")
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise FormatError("is not a valid database URL") from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise FormatError("has a port outside 1-65535")
+    if url.get_backend_name() == "sqlite":
+        if not url.database or not url.database.startswith("/"):
+            raise FormatError("needs an absolute file path (sqlite+aiosqlite:////srv/ota/fleet.db)")
+    elif not url.database:
+        raise FormatError("must name a database (postgresql+asyncpg://user@host/database)")
+    return value
+
+
+def _expiry(r: Reader, defaults: Mapping[str, float] = DEFAULT_EXPIRY_DAYS) -> ExpiryPolicy:
+    days = dict(defaults)
     table = r.table("expiry_days", {})
-    for role in DEFAULT_EXPIRY_DAYS:
+    for role in defaults:
         days[role] = table.number(role, days[role], low=EXPIRY_DAYS[0], high=EXPIRY_DAYS[1])
-    if unknown := sorted(set(table.data) - set(DEFAULT_EXPIRY_DAYS)):
+    if unknown := sorted(set(table.data) - set(defaults)):
         raise FormatError(
-            f"unknown role {table.name(str(unknown[0]))} (roles: {', '.join(DEFAULT_EXPIRY_DAYS)})"
+            f"unknown role {table.name(str(unknown[0]))} (roles: {', '.join(defaults)})"
         )
     fraction = r.number("refresh_fraction", 0.5, low=REFRESH_FRACTION[0], high=REFRESH_FRACTION[1])
     r.done()
@@ -181,13 +249,18 @@ def config_from_data(home: Path, data: Mapping[str, Any]) -> ServerConfig:
     """Build a ServerConfig from a decoded config.toml (pure)."""
     try:
         r = Reader(data, "", base=home)
-        if unknown := sorted(set(data) - {"repository", "deltas", "serve"}):
+        known = {"repository", "director", "deltas", "serve", "database_url"}
+        if unknown := sorted(set(data) - known):
             raise FormatError(f"unknown section [{r.name(str(unknown[0]))}]")
         config = ServerConfig(
             layout=Layout(home),
             expiry=_expiry(r.table("repository", {})),
+            director_expiry=_expiry(r.table("director", {}), DIRECTOR_EXPIRY_DAYS),
             deltas=_deltas(r.table("deltas", {})),
             serve=_serve(r.table("serve", {})),
+            database_url=r.string(
+                "database_url", None, max_len=MAX_DATABASE_URL, check=check_database_url
+            ),
         )
     except FormatError as e:
         raise ConfigError(f"config.toml: {e}") from None

@@ -23,3 +23,7 @@ class RepositoryStateError(OtaError):
 
 class ConfigError(OtaError):
     """The server's config.toml is malformed or holds an unknown setting."""
+
+
+class DatabaseError(OtaError):
+    """The fleet database cannot be reached or used, or its schema is not this server's."""

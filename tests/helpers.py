@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ota_server.cli.main import main as ota_main
+from ota_server.config import load_config
+from ota_server.repository.home import RepositoryHome, open_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
@@ -71,6 +73,11 @@ def tree(path: Path) -> dict[str, str]:
                 f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mode:o}"
             )
     return out
+
+
+def image_home(home: Path) -> RepositoryHome:
+    """The Image repository of a server home with --dev keys (no passphrase)."""
+    return open_home(load_config(home), "image", lambda _new: b"")
 
 
 def make_home(tmp_path: Path, *manifests: Path) -> Path:
@@ -182,3 +189,11 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1) -> None:  
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def use_database(home: Path, url: str) -> None:
+    """Point the home's config.toml at the fleet database ``url`` (a top-level key: first)."""
+    config = home / "config.toml"
+    rest = config.read_text() if config.exists() else ""
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'database_url = "{url}"\n{rest}')

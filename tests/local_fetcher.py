@@ -11,9 +11,8 @@ from tuf.api import exceptions
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from ota_server.config import ExpiryPolicy, Layout
-from ota_server.keys.store import KeyStore
 from ota_server.repository.store import FileRepository
+from tests.helpers import image_home
 
 BASE = "http://repo.invalid/"
 
@@ -33,9 +32,7 @@ class DirectoryFetcher(FetcherInterface):
 
 def published_paths(home: Path) -> list[str]:
     """Every target path the committed metadata lists, in any role."""
-    repo = FileRepository.load(
-        Layout(home), KeyStore(home / "keys", lambda _n: b""), ExpiryPolicy(), datetime.now(UTC)
-    )
+    repo = FileRepository.load(image_home(home), datetime.now(UTC))
     return [path for targets in repo.all_targets().values() for path in targets.targets]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ota_server.repository import publish, store, transaction
-from tests.helpers import EXAMPLES, ok, ota, tree, write_manifest
+from tests.helpers import EXAMPLES, image_home, ok, ota, tree, write_manifest
 from tests.local_fetcher import published_paths, verify_all
 
 MANIFEST = EXAMPLES / "infotainment-2.1.0.toml"
@@ -140,21 +140,13 @@ def test_recovery_of_a_journal_left_by_a_dead_process(
     monkeypatch.setattr(transaction.Transaction, "_run_op", die_on_third)
     monkeypatch.setattr(transaction, "recover", lambda *_a: None)  # the dying process can't recover
     with pytest.raises(KeyboardInterrupt):
-        publish.publish_release(
-            store.Layout(base_home), _keys(base_home), store.ExpiryPolicy(), MANIFEST
-        )
+        publish.publish_release(image_home(base_home), MANIFEST)
     monkeypatch.undo()
     assert (base_home / "state" / "journal.json").exists()
     assert tree(base_home / "repo") != before
     ok(ota(base_home, "repo", "refresh"))  # any writer recovers first
     assert not (base_home / "state" / "journal.json").exists()
     assert verify_all(base_home, tmp_path / "v")
-
-
-def _keys(home: Path) -> Any:
-    from ota_server.keys.store import KeyStore
-
-    return KeyStore(home / "keys", lambda _new: b"")
 
 
 KILL_RUNS = int(os.environ.get("OTA_KILL_RUNS", "12"))

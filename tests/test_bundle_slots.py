@@ -53,6 +53,7 @@ def test_bundles_install_switch_and_roll_back(tmp_path: Path) -> None:
 vehicle_id = "VIN0002"
 server = "{url.removesuffix("/repo")}"
 trust_root = "root.json"
+mode = "track-latest"
 data_dir = "data"
 network = {{ allow_insecure_http = true }}
 [[ecus]]

@@ -20,10 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from ota_server.config import ExpiryPolicy, Layout
-from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
-from tests.helpers import EXAMPLES, make_home, ok, ota, serve, write_manifest
+from tests.helpers import (
+    EXAMPLES,
+    image_home,
+    make_home,
+    ok,
+    ota,
+    serve,
+    use_database,
+    write_manifest,
+)
 from tests.vehicle import CuttingProxy, Ecu, Vehicle
 
 V1 = (EXAMPLES / "images/bcm-1.0.0.bin").read_bytes()
@@ -38,7 +45,10 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(home: Path) -> Iterator[str]:
+def server(request: pytest.FixtureRequest, home: Path) -> Iterator[str]:
+    # Tests that also take ``database_url`` run once per fleet database (SQLite, PostgreSQL).
+    if "database_url" in request.fixturenames:
+        use_database(home, request.getfixturevalue("database_url"))
     with serve(home) as url:
         yield url.removesuffix("/repo")
 
@@ -82,7 +92,7 @@ def test_v1_to_v2_commits(tmp_path: Path, home: Path, server: str, backend: str)
 
 
 def test_failed_health_check_rolls_back_and_reports(
-    tmp_path: Path, home: Path, server: str
+    tmp_path: Path, home: Path, database_url: str, server: str
 ) -> None:
     car = vehicle(tmp_path, home, server)
     assert car.update().exit_code == 0  # now on v2
@@ -166,13 +176,7 @@ def test_tampered_image_is_refused(tmp_path: Path, home: Path, server: str) -> N
 
 
 def test_expired_metadata_is_refused(tmp_path: Path, home: Path) -> None:
-    refresh_repository(
-        Layout(home),
-        KeyStore(home / "keys", lambda _n: b""),
-        ExpiryPolicy(),
-        force=True,
-        now=datetime.now(UTC) - timedelta(days=3),
-    )
+    refresh_repository(image_home(home), force=True, now=datetime.now(UTC) - timedelta(days=3))
     with serve(home, "--no-refresh") as url:
         car = vehicle(tmp_path, home, url.removesuffix("/repo"))
         result = car.update()
@@ -215,7 +219,7 @@ def test_delta_for_another_source_falls_back_to_the_full_image(
 
 
 def test_damaged_state_file_is_moved_aside_and_reported(
-    tmp_path: Path, home: Path, server: str
+    tmp_path: Path, home: Path, database_url: str, server: str
 ) -> None:
     car = vehicle(tmp_path, home, server)
     (car.root / "data").mkdir(exist_ok=True)
@@ -228,6 +232,16 @@ def test_damaged_state_file_is_moved_aside_and_reported(
     assert list((car.root / "data").glob("state.json.damaged-*"))
     assert car.status()["installed"]["version"] == "1.1.0" and car.running() == V2
     assert [e["event"] for e in car.events()] == ["state_reset", "commit"]
+
+
+ONE_ECU = (
+    'vehicle_id = "v"\nserver = "https://x"\ntrust_root = "r"\ndata_dir = "d"\n'
+    '[[ecus]]\nserial = "E"\nhardware_id = "h"\nslots = { a = "a.img", b = "b.img" }\n'
+)
+SECOND_PRIMARY = (
+    '[[ecus]]\nserial = "F"\nhardware_id = "h"\nslots = { a = "c.img", b = "d.img" }\n'
+    'key = "k"\nprimary = true\n'
+)
 
 
 @pytest.mark.parametrize(
@@ -249,8 +263,13 @@ def test_damaged_state_file_is_moved_aside_and_reported(
         ),
         ("[[", "malformed TOML"),
         ('vehicle_id = "v"\nserver = "http://x"', "allow_insecure_http"),
+        (f"{ONE_ECU}", "director_root is missing"),
+        (f'director_root = "d.json"\n{ONE_ECU}', "ECU E has no key"),
+        (f'director_root = "d.json"\n{ONE_ECU}key = "k"\nprimary = true\n{SECOND_PRIMARY}',
+         "one ECU"),
+        (f'mode = "latest"\n{ONE_ECU}', "mode must be one of"),
     ],
-)
+)  # fmt: skip
 def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(text)

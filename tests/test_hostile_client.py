@@ -85,6 +85,7 @@ def config_doc(server: str) -> dict[str, Any]:
         "vehicle_id": "VIN0001",
         "server": server,
         "trust_root": "root.json",
+        "mode": "track-latest",
         "data_dir": "data",
         "poll_interval": 3600,
         "poll_jitter": 0.2,

@@ -46,14 +46,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete, func, make_url, select
 
 from ota_client.metadata.reports import Report
 from ota_client.payload.format import Codec, Header, Op, OpType
 from ota_client.strict import FormatError
 from ota_server.config import Layout, ServerConfig, parse_config
 from ota_server.errors import ConfigError
+from ota_server.fleet.db import opened
 from ota_server.fleet.report_policy import ReportLimits
+from ota_server.fleet.schema import Event
 from ota_server.http.app import create_app
+from ota_server.http.appkeys import DATABASE
 from ota_server.keys.store import parse_keyring
 from ota_server.payload import generate as generate_module
 from ota_server.payload.generate import generate, workers
@@ -145,7 +149,8 @@ class World:
 
     def keys(self, role: str, suffix: str) -> list[str]:
         return sorted(
-            str(p.relative_to(self.home)) for p in (self.home / "keys" / role).glob(f"*{suffix}")
+            str(p.relative_to(self.home))
+            for p in (self.home / "keys" / "image" / role).glob(f"*{suffix}")
         )
 
     def metadata(self) -> list[str]:
@@ -173,6 +178,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     ok(ota(home, "repo", "delegate", "acme", "--hardware-id", "acme-hw"))
     (home / "config.toml").write_text(CONFIG)
     ok(ota(home, "release", "publish", "-q", first))
+    ok(ota(home, "db", "upgrade"))  # the fleet database, as a served home has it
     manifest = write_manifest(
         root / "m2",
         MANIFEST.format(version="1.1.0", counter=2),
@@ -275,7 +281,7 @@ MUTATING = [ROTATE, ROTATE_SUPPLIER, REFRESH, DELEGATE, PUBLISH]
 
 
 def _input_files(world: World) -> list[str]:
-    files = ["config.toml", "keys/keyring.json", *world.metadata()]
+    files = ["config.toml", "keys/image/keyring.json", *world.metadata()]
     for role in ("root", "targets", "snapshot", "timestamp", "acme"):
         files += world.keys(role, ".pem") + world.keys(role, ".pub")
     return files
@@ -286,11 +292,11 @@ def test_class8_keys_rotate_with_a_damaged_keyring_changes_nothing(campaign: Cam
     for damage in (b"{", b'{"dev": true}', b'{"roles": {"root": 1}}', b"[]"):
         for role in ("timestamp", "root", "acme"):
             result = campaign.run(
-                "keys/keyring.json", damage, ["keys", "rotate", role], role, must_fail=True
+                "keys/image/keyring.json", damage, ["keys", "rotate", role], role, must_fail=True
             )
             assert "key ring" in refused(result, role)
     assert not (campaign.home / "repo/metadata/2.root.json").exists()
-    assert not (campaign.home / "keys/retired").exists()
+    assert not (campaign.home / "keys/image/retired").exists()
 
 
 def test_class8_every_mutating_command_checks_every_input_first(
@@ -321,9 +327,11 @@ def test_class8_repo_init_and_keys_init_check_every_input_first(
     (template / "config.toml").write_text(CONFIG)
     campaign = Campaign(world, tmp_path / "work", template)
     rnd = random.Random(SEED)
-    files = ["config.toml", "keys/keyring.json"]
+    files = ["config.toml", "keys/image/keyring.json"]
     for role in ("root", "targets", "snapshot", "timestamp"):
-        files += [str(p.relative_to(template)) for p in (template / "keys" / role).iterdir()]
+        files += [
+            str(p.relative_to(template)) for p in (template / "keys" / "image" / role).iterdir()
+        ]
     for name in files:
         for label, damage in _damages(rnd, (template / name).read_bytes()):
             campaign.run(name, damage, ["repo", "init"], f"repo init {name}: {label}")
@@ -368,7 +376,7 @@ def test_class4_unbounded_reads_special_files_everywhere(world: World, campaign:
     """FIFOs (would hang), /dev/zero (would eat memory), directories, loops, 3 GiB files."""
     targets: list[tuple[str | Path, list[list[str]]]] = [
         ("config.toml", _commands(world, STATUS, PUBLISH)),
-        ("keys/keyring.json", _commands(world, KEYS_LIST, ROTATE)),
+        ("keys/image/keyring.json", _commands(world, KEYS_LIST, ROTATE)),
         ("state/journal.json", _commands(world, REFRESH)),
         (world.manifest, _commands(world, PUBLISH)),
         (world.manifest.parent / "bcm.bin", _commands(world, PUBLISH)),
@@ -407,7 +415,7 @@ def test_class4_hostile_toml_shapes(world: World, campaign: Campaign) -> None:
 def test_class4_hostile_json_shapes(world: World, campaign: Campaign) -> None:
     for label, data in mutate.json_shapes():
         for name, commands in [
-            ("keys/keyring.json", _commands(world, KEYS_LIST, ROTATE)),
+            ("keys/image/keyring.json", _commands(world, KEYS_LIST, ROTATE)),
             ("state/journal.json", _commands(world, REFRESH, PUBLISH)),
             *[(m, _commands(world, STATUS, REFRESH)) for m in world.metadata()],
         ]:
@@ -521,6 +529,37 @@ def test_class6_strings_that_break_later(world: World, campaign: Campaign) -> No
         assert "Q" * 201 not in line, line
 
 
+def test_class6_database_urls_are_refused_without_being_quoted(
+    world: World, campaign: Campaign
+) -> None:
+    """A database URL this server cannot use: refused when config.toml is read, naming the
+    key and never quoting the URL (it may hold a password)."""
+    secret = "hunter2"
+    values = [
+        f'"mysql://ota:{secret}@db/fleet"',
+        f'"postgresql://ota:{secret}@db/fleet"',
+        f'"postgresql+asyncpg://ota:{secret}@db:99999/fleet"',
+        f'"postgresql+asyncpg://ota:{secret}@db:port/fleet"',
+        f'"postgresql+asyncpg://ota:{secret}@db/"',
+        f'"postgresql+asyncpg://ota:{secret}@db/fleet\\u0000"',
+        f'"postgresql+asyncpg://ota:{secret}@db/fleet\\n"',
+        f'"postgresql+asyncpg://ota:{secret}@db/{"x" * 2000}"',
+        '"sqlite+aiosqlite:///fleet.db"',
+        '"sqlite+aiosqlite://"',
+        '""',
+        "5",
+        "nan",
+        "[]",
+        "{ url = 1 }",
+    ]
+    for value in values:
+        text = f"database_url = {value}\n{CONFIG}".encode()
+        for args in (STATUS, ("db", "status")):
+            label = f"database_url = {value[:40]}"
+            line = refused(campaign.run("config.toml", text, args, label, must_fail=True), label)
+            assert "database_url" in line and secret not in line, line
+
+
 # == classes 4/5/6 as campaigns: mutations of every file ======================================
 
 
@@ -586,7 +625,7 @@ def _json_campaign(
 
 def test_keyring_campaign(world: World, campaign: Campaign) -> None:
     commands = _commands(world, KEYS_LIST, ROTATE, KEYS_LIST, DELEGATE, ROTATE_SUPPLIER)
-    assert _json_campaign(campaign, "keys/keyring.json", commands) > 500
+    assert _json_campaign(campaign, "keys/image/keyring.json", commands) > 500
 
 
 def test_class10_repository_metadata_campaign(world: World, campaign: Campaign) -> None:
@@ -631,11 +670,11 @@ def test_class2_journal_paths_stay_inside_the_repository(
 ) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    keyring = campaign.home / "keys/keyring.json"
+    keyring = campaign.home / "keys/image/keyring.json"
     planted = [
         {"created": [str(victim)]},
         {"created": [str(keyring)]},
-        {"created": [str(campaign.home / "repo/metadata/../../keys/keyring.json")]},
+        {"created": [str(campaign.home / "repo/metadata/../../keys/image/keyring.json")]},
         {"created": ["relative/path"]},
         {"replaced": [{"path": str(victim), "backup": str(campaign.home / "state/backup/0.t")}]},
         {"replaced": [{"path": str(keyring), "backup": "/etc/hostname"}]},
@@ -667,13 +706,13 @@ def test_journal_campaign(campaign: Campaign) -> None:
 
 
 def test_class2_key_ids_from_content_never_leave_the_key_store(campaign: Campaign) -> None:
-    keyring = json.loads((campaign.home / "keys/keyring.json").read_bytes())
+    keyring = json.loads((campaign.home / "keys/image/keyring.json").read_bytes())
     for bad in ("../../../victim", "/etc/passwd", "a" * 63, "A" * 64, "0" * 64 + "\0"):
         doc = json.loads(json.dumps(keyring))
         doc["roles"]["timestamp"]["keyids"] = [bad]
         line = refused(
             campaign.run(
-                "keys/keyring.json", json.dumps(doc).encode(), ROTATE, bad[:8], must_fail=True
+                "keys/image/keyring.json", json.dumps(doc).encode(), ROTATE, bad[:8], must_fail=True
             ),
             bad[:8],
         )
@@ -817,7 +856,7 @@ def test_class4_huge_files_under_a_memory_limit(world: World, tmp_path: Path) ->
         (home / "config.toml", Special.SPARSE, ["repo", "status"]),
         (manifest, Special.SPARSE, ["release", "publish", "-q", manifest]),
         (manifest.parent / "bcm.bin", Special.DEV_ZERO, ["release", "publish", "-q", manifest]),
-        (home / "keys/keyring.json", Special.SPARSE, ["keys", "list"]),
+        (home / "keys/image/keyring.json", Special.SPARSE, ["keys", "list"]),
         (timestamp, Special.SPARSE, ["repo", "status"]),
         (home / "state/journal.json", Special.SPARSE, ["repo", "refresh"]),
         (home / world.keys("timestamp", ".pem")[0], Special.SPARSE, ["repo", "refresh", "--force"]),
@@ -1185,17 +1224,18 @@ def test_serve_refuses_hostile_tls_material(world: World, tmp_path: Path) -> Non
 # == ota serve: requests =======================================================================
 
 
-def _config(home: Path) -> ServerConfig:
-    return ServerConfig(layout=Layout(home))
+def _config(home: Path, database_url: str | None = None) -> ServerConfig:
+    return ServerConfig(layout=Layout(home), database_url=database_url)
 
 
 def run_app(
     home: Path,
     scenario: Callable[[TestClient[web.Request, web.Application]], Any],
     reports: ReportLimits | None = None,
+    database_url: str | None = None,  # None: the home's own (SQLite in state/)
 ) -> Any:
     async def main() -> Any:
-        app = create_app(_config(home), reports=reports)
+        app = create_app(_config(home, database_url), reports=reports)
         async with TestClient(TestServer(app)) as client:
             return await scenario(client)
 
@@ -1229,7 +1269,7 @@ def _no_5xx(status: int, label: str) -> None:
     assert status < 500, f"{label}: {status}"
 
 
-def test_class9_events_bodies_never_5xx(world: World, tmp_path: Path) -> None:
+def test_class9_events_bodies_never_5xx(world: World, tmp_path: Path, database_url: str) -> None:
     """Wrong types, deep nesting, huge numbers, missing fields, garbage: 4xx, never 5xx."""
     rnd = random.Random(SEED)
     valid = _report(1, error="x", kind="transport", event="update_failed")
@@ -1264,7 +1304,7 @@ def test_class9_events_bodies_never_5xx(world: World, tmp_path: Path) -> None:
             Report.from_dict({k: v for k, v in record.items() if k != "received"})
         assert len(got) <= stored + 1
 
-    run_app(tmp_path, scenario)
+    run_app(tmp_path, scenario, database_url=database_url)
 
 
 @FAST
@@ -1287,7 +1327,7 @@ def test_class9_events_bodies_never_5xx(world: World, tmp_path: Path) -> None:
         max_leaves=20,
     )
 )
-def test_hypothesis_events_bodies(tmp_path: Path, body: Any) -> None:
+def test_hypothesis_events_bodies(tmp_path: Path, database_url: str, body: Any) -> None:
     data = json.dumps(body, allow_nan=True).encode()
 
     async def scenario(client: TestClient[web.Request, web.Application]) -> None:
@@ -1296,12 +1336,15 @@ def test_hypothesis_events_bodies(tmp_path: Path, body: Any) -> None:
         response = await client.get(EVENTS)
         _no_5xx(response.status, "get")
 
-    run_app(tmp_path, scenario)
+    run_app(tmp_path, scenario, database_url=database_url)
 
 
-def test_class9_damaged_vehicle_log_does_not_break_later_requests(tmp_path: Path) -> None:
-    """A torn last line (a kill mid-append), garbage, foreign JSON, a FIFO, a symlink to
-    /dev/zero, a directory: GET lists what is readable, POST still stores."""
+def test_class9_damaged_old_report_logs_are_imported_as_far_as_readable(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The old JSON-lines store, damaged: a torn last line (a kill mid-append), garbage,
+    foreign JSON, a FIFO, a symlink to /dev/zero, a directory. The import at start takes what
+    is readable, never hangs, and later requests work."""
     log = tmp_path / "state/events/VIN0001.jsonl"
     good = [json.dumps({**_report(i), "received": 1.0}) + "\n" for i in range(3)]
     damages: list[tuple[str, Content]] = [
@@ -1312,6 +1355,7 @@ def test_class9_damaged_vehicle_log_does_not_break_later_requests(tmp_path: Path
         ("huge line", (good[0] + "9" * 100_000 + "\n" + good[1]).encode()),
         ("duplicate ids", (good[0] + good[0] + good[1]).encode()),
         ("no received", (json.dumps(_report(7)) + "\n" + good[1]).encode()),
+        ("bad received", (good[0].replace("1.0}", "1e300}") + good[1]).encode()),
         ("fifo", Special.FIFO),
         ("dev zero", Special.DEV_ZERO),
         ("directory", Special.DIRECTORY),
@@ -1319,12 +1363,13 @@ def test_class9_damaged_vehicle_log_does_not_break_later_requests(tmp_path: Path
         ("sparse", Special.SPARSE),
         ("binary", random.Random(SEED).randbytes(50_000)),
     ]
+    readable = {"torn last line", "garbage line", "not a report", "huge line", "deep line"}
     for label, damage in damages:
         place(log, damage)
 
         async def scenario(
             client: TestClient[web.Request, web.Application], label: str = label
-        ) -> None:
+        ) -> list[str]:
             for _ in range(2):
                 response = await client.get(EVENTS)
                 _no_5xx(response.status, label)
@@ -1333,15 +1378,15 @@ def test_class9_damaged_vehicle_log_does_not_break_later_requests(tmp_path: Path
                 response = await client.post(EVENTS, json=_report(99))
                 _no_5xx(response.status, label)
             response = await client.get(EVENTS)
-            ids = [r["id"] for r in await response.json()]
-            assert ids.count(_report(99)["id"]) == 1, (label, ids)
+            return [r["id"] for r in await response.json()]
 
         with deadline(DEADLINE, label):
-            run_app(tmp_path, scenario)
-        if label in ("torn last line", "garbage line", "not a report", "huge line"):
-            text = log.read_text(errors="replace")
-            assert _report(1)["id"] in text and _report(99)["id"] in text, label
-        remove(log)
+            ids = run_app(tmp_path, scenario, database_url=database_url)
+        assert ids.count(_report(99)["id"]) == 1, (label, ids)
+        if label in readable:
+            assert _report(0)["id"] in ids and _report(1)["id"] in ids, (label, ids)
+        assert not log.parent.exists(), label  # moved aside: imported once
+        shutil.rmtree(tmp_path / "state/events.imported")
 
 
 def test_special_files_in_the_served_repository(world: World, tmp_path: Path) -> None:
@@ -1367,7 +1412,7 @@ def test_special_files_in_the_served_repository(world: World, tmp_path: Path) ->
             remove(path)
 
 
-def test_class9_caps_per_vehicle_and_overall(tmp_path: Path) -> None:
+def test_class9_caps_per_vehicle_and_overall(tmp_path: Path, database_url: str) -> None:
     limits = ReportLimits(per_vehicle=5, vehicles=3, total_bytes=64 << 10)
 
     async def scenario(client: TestClient[web.Request, web.Application]) -> None:
@@ -1379,10 +1424,10 @@ def test_class9_caps_per_vehicle_and_overall(tmp_path: Path) -> None:
         for vin in ("VIN0002", "VIN0003"):
             url = f"/api/v1/vehicles/{vin}/events"
             assert (await client.post(url, json=_report(1, vehicle_id=vin))).status == 202
-        url = "/api/v1/vehicles/VIN0004/events"  # a fourth vehicle: refused, nothing written
+        url = "/api/v1/vehicles/VIN0004/events"  # a fourth vehicle: refused, nothing stored
         response = await client.post(url, json=_report(1, vehicle_id="VIN0004"))
         assert response.status == 507, response.status
-        assert not (tmp_path / "state/events/VIN0004.jsonl").exists()
+        assert await (await client.get(url)).json() == []
         # The overall byte cap: reports with long error texts fill 64 KiB.
         statuses = []
         for i in range(200):
@@ -1391,10 +1436,9 @@ def test_class9_caps_per_vehicle_and_overall(tmp_path: Path) -> None:
                 (await client.post("/api/v1/vehicles/VIN0002/events", json=body)).status
             )
         assert 507 not in statuses  # one vehicle only replaces its own oldest reports
-        sizes = sum(p.stat().st_size for p in (tmp_path / "state/events").iterdir())
-        assert sizes <= 64 << 10
+        assert await _stored_bytes(client) <= 64 << 10
 
-    run_app(tmp_path, scenario, limits)
+    run_app(tmp_path, scenario, limits, database_url)
     tight = ReportLimits(per_vehicle=1000, vehicles=10, total_bytes=8 << 10)
 
     async def full(client: TestClient[web.Request, web.Application]) -> None:
@@ -1403,13 +1447,27 @@ def test_class9_caps_per_vehicle_and_overall(tmp_path: Path) -> None:
             for i in range(20)
         ]
         assert 202 in statuses and statuses[-1] == 507, statuses
-        assert sum(p.stat().st_size for p in (other / "state/events").iterdir()) <= 8 << 10
+        assert await _stored_bytes(client) <= 8 << 10
 
-    other = tmp_path / "other"
-    run_app(other, full, tight)
+    _delete_all_events(database_url)
+    run_app(tmp_path, full, tight, database_url)
 
 
-def test_events_accepts_exactly_the_shared_report_schema(tmp_path: Path) -> None:
+async def _stored_bytes(client: TestClient[web.Request, web.Application]) -> int:
+    async with client.app[DATABASE].sessions() as session:
+        return int((await session.execute(select(func.sum(Event.size)))).scalar_one() or 0)
+
+
+def _delete_all_events(database_url: str) -> None:
+    async def empty() -> None:
+        async with opened(make_url(database_url)) as database, database.sessions() as session:
+            await session.execute(delete(Event))
+            await session.commit()
+
+    asyncio.run(empty())
+
+
+def test_events_accepts_exactly_the_shared_report_schema(tmp_path: Path, database_url: str) -> None:
     full = _report(5, error="disk", kind="device", event="rollback", bundle="body")
 
     async def scenario(client: TestClient[web.Request, web.Application]) -> None:
@@ -1419,7 +1477,7 @@ def test_events_accepts_exactly_the_shared_report_schema(tmp_path: Path) -> None
         for extra in ({"colour": 1}, {"kind": "weather"}, {"event": "installed"}):
             assert (await client.post(EVENTS, json={**_report(6), **extra})).status == 400
 
-    run_app(tmp_path, scenario)
+    run_app(tmp_path, scenario, database_url=database_url)
 
 
 @FAST
@@ -1438,14 +1496,16 @@ def test_events_accepts_exactly_the_shared_report_schema(tmp_path: Path) -> None
     ),
     method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
 )
-def test_hypothesis_paths(world: World, segment: str, route: str, method: str) -> None:
+def test_hypothesis_paths(
+    world: World, database_url: str, segment: str, route: str, method: str
+) -> None:
     path = route.format(urllib.parse.quote(segment, safe=""))
 
     async def scenario(client: TestClient[web.Request, web.Application]) -> None:
         response = await client.request(method, path, data=b"{}" if method == "POST" else None)
         _no_5xx(response.status, f"{method} {path}")
 
-    run_app(world.home, scenario)
+    run_app(world.home, scenario, database_url=database_url)
 
 
 @FAST

@@ -1,4 +1,5 @@
-"""The real ``ota serve``: static repository files with ranges, validators and safe paths."""
+"""The real ``ota serve``: static repository files with ranges, validators and safe paths;
+vehicle reports kept in the fleet database (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ota_server.config import ExpiryPolicy, Layout
-from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
-from tests.helpers import ok, one_line_error, ota, serve, tree, wait_for
+from tests.helpers import (
+    image_home,
+    ok,
+    one_line_error,
+    ota,
+    serve,
+    tree,
+    use_database,
+    wait_for,
+)
 
 
 def request(
@@ -108,7 +116,7 @@ def test_paths_outside_the_repository_are_not_served(server, path: str) -> None:
 
 def test_symlinks_are_not_followed(server) -> None:  # type: ignore[no-untyped-def]
     url, home = server
-    (home / "repo/targets/leak.json").symlink_to(home / "keys/keyring.json")
+    (home / "repo/targets/leak.json").symlink_to(home / "keys/image/keyring.json")
     assert request(url, "/targets/leak.json")[0] == 404
 
 
@@ -116,13 +124,7 @@ def test_server_re_signs_online_roles_before_they_expire(published_home: Path) -
     # The repository was last signed 20 hours ago: timestamp and snapshot are inside their
     # 12-hour refresh window, so the running server re-signs them by itself.
     past = datetime.now(UTC) - timedelta(hours=20)
-    refresh_repository(
-        Layout(published_home),
-        KeyStore(published_home / "keys", lambda _n: b""),
-        ExpiryPolicy(),
-        force=True,
-        now=past,
-    )
+    refresh_repository(image_home(published_home), force=True, now=past)
     before = tree(published_home / "repo/metadata")
     with serve(published_home, "--refresh-interval", "1") as url:
 
@@ -161,3 +163,57 @@ def test_serve_with_bad_tls_material(published_home: Path, tmp_path: Path) -> No
     )
     assert "cannot load TLS certificate" in line
     ok(ota(published_home, "repo", "status"))
+
+
+# -- vehicle reports, on each fleet database ---------------------------------------------------
+
+REPORT = {
+    "id": "0" * 31 + "1",
+    "vehicle_id": "VIN0001",
+    "ecu": "bcm-1",
+    "event": "rollback",
+    "time": 1_700_000_000.5,
+    "version": "1.2.0",
+    "error": "health check failed",
+    "kind": "device",
+}
+EVENTS = "/api/v1/vehicles/VIN0001/events"
+
+
+def post(url: str, path: str, body: bytes) -> tuple[int, bytes]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_events_are_stored_once_and_listed(published_home: Path, database_url: str) -> None:
+    use_database(published_home, database_url)
+    body = json.dumps(REPORT).encode()
+    with serve(published_home, "--no-refresh") as url:
+        base = url.removesuffix("/repo")
+        assert post(base, EVENTS, body) == (202, b'{"stored": true}')
+        status, reply = post(base, EVENTS, body)  # resent after a power cut: same id
+        assert status == 200 and json.loads(reply) == {"stored": False, "duplicate": True}
+        other = json.dumps({**REPORT, "vehicle_id": "VIN0002"}).encode()
+        for path, data, expected in [
+            (EVENTS, b"{", 400),
+            (EVENTS, other, 400),  # not the vehicle in the path
+            ("/api/v1/vehicles/..%2f/events", body, 400),
+            (EVENTS, json.dumps({**REPORT, "error": "e" * 20_000}).encode(), 413),
+        ]:
+            assert post(base, path, data)[0] == expected, (path, data[:40])
+        status, _, listed = request(base, EVENTS)
+    assert status == 200
+    records = json.loads(listed)
+    assert [{k: v for k, v in r.items() if k != "received"} for r in records] == [REPORT]
+    assert abs(records[0]["received"] - datetime.now(UTC).timestamp()) < 600
+    with serve(published_home, "--no-refresh") as url:  # kept across restarts
+        status, _, again = request(url.removesuffix("/repo"), EVENTS)
+        assert status == 200 and json.loads(again) == records
+        other_vehicle = "/api/v1/vehicles/VIN0002/events"
+        assert json.loads(request(url.removesuffix("/repo"), other_vehicle)[2]) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,22 +25,42 @@ def secure_home(tmp_path: Path) -> Path:
 
 def test_keys_are_encrypted_at_rest(secure_home: Path) -> None:
     pems = list((secure_home / "keys").rglob("*.pem"))
-    assert len(pems) == 6
+    assert len(pems) == 12  # two repositories, each 3 root keys + 3 online roles
     for pem in pems:
         assert b"BEGIN ENCRYPTED PRIVATE KEY" in pem.read_bytes()
         assert pem.stat().st_mode & 0o077 == 0
-    assert (secure_home / "keys").stat().st_mode & 0o077 == 0
+    for folder in ("keys", "keys/image", "keys/director"):
+        assert (secure_home / folder).stat().st_mode & 0o077 == 0
     root = Metadata.from_file(str(secure_home / "repo/metadata/1.root.json")).signed
     assert isinstance(root, Root)
     assert root.roles["root"].threshold == 2 and len(root.roles["root"].keyids) == 3
     listing = json.loads(ok(ota(secure_home, "keys", "list", "--json")).stdout)
-    assert listing["dev"] is False and len(listing["keys"]) == 6
+    assert listing["dev"] is False and len(listing["keys"]) == 12
+    by_repository = {(k["repository"], k["role"]) for k in listing["keys"]}
+    assert by_repository == {
+        (repository, role)
+        for repository in ("image", "director")
+        for role in ("root", "targets", "snapshot", "timestamp")
+    }
+    image = {k["keyid"] for k in listing["keys"] if k["repository"] == "image"}
+    assert not image & {k["keyid"] for k in listing["keys"] if k["repository"] == "director"}
+
+
+def test_the_two_repositories_have_separate_roots(secure_home: Path) -> None:
+    image = Metadata.from_file(str(secure_home / "repo/metadata/1.root.json"))
+    director = Metadata.from_file(str(secure_home / "director/metadata/1.root.json"))
+    assert isinstance(image.signed, Root) and isinstance(director.signed, Root)
+    assert not set(image.signed.keys) & set(director.signed.keys)
+    director.signed.verify_delegate("root", director.signed_bytes, director.signatures)
+    assert director.signed.roles["root"].threshold == 2
+    assert set(director.signed.roles) == {"root", "targets", "snapshot", "timestamp"}
+    assert not (secure_home / "director/metadata/timestamp.json").exists()  # per vehicle
 
 
 def test_dev_keys_say_so_loudly(tmp_path: Path) -> None:
     result = ok(ota(tmp_path / "h", "keys", "init", "--dev"))
     assert "NOT encrypted" in result.stderr
-    assert b"BEGIN PRIVATE KEY" in next((tmp_path / "h/keys/root").glob("*.pem")).read_bytes()
+    assert b"BEGIN PRIVATE KEY" in next((tmp_path / "h/keys/image/root").glob("*.pem")).read_bytes()
 
 
 def test_wrong_or_missing_passphrase(secure_home: Path) -> None:
@@ -60,18 +81,18 @@ def test_threshold_that_cannot_be_met(tmp_path: Path) -> None:
         ota(tmp_path / "h", "keys", "init", "--dev", "--root-keys", "2", "--root-threshold", "3")
     )
     assert "can never be met" in line
-    assert not (tmp_path / "h" / "keys" / "keyring.json").exists()
+    assert not (tmp_path / "h" / "keys" / "image" / "keyring.json").exists()
 
 
 def test_offline_root_keys_below_threshold(secure_home: Path, tmp_path: Path) -> None:
-    pems = sorted((secure_home / "keys" / "root").glob("*.pem"))
+    pems = sorted((secure_home / "keys" / "image" / "root").glob("*.pem"))
     for pem in pems[:2]:  # two of three root keys are in the safe; the threshold is 2
         pem.rename(tmp_path / pem.name)
     before = tree(secure_home / "repo")
     line = one_line_error(ota(secure_home, "keys", "rotate", "timestamp", env=PASS))
     assert "cannot sign root" in line and "offline" in line
     assert tree(secure_home / "repo") == before
-    assert len(list((secure_home / "keys" / "timestamp").glob("*.pem"))) == 1
+    assert len(list((secure_home / "keys" / "image" / "timestamp").glob("*.pem"))) == 1
     (tmp_path / pems[0].name).rename(pems[0])  # one comes back: 2 of 3 present
     ok(ota(secure_home, "keys", "rotate", "timestamp", env=PASS))
 
@@ -96,10 +117,10 @@ def test_rotations_form_a_verifiable_root_chain(secure_home: Path) -> None:
         new.signed.verify_delegate("root", new.signed_bytes, new.signatures)  # type: ignore[attr-defined]
     first, last = chain[0].signed, chain[-1].signed
     assert not set(first.roles["root"].keyids) & set(last.roles["root"].keyids)
-    retired = list((secure_home / "keys" / "retired" / "root").glob("*.pem"))
+    retired = list((secure_home / "keys" / "image" / "retired" / "root").glob("*.pem"))
     assert len(retired) == 5  # 3 original + 2 from the first rotation
     listing = json.loads(ok(ota(secure_home, "keys", "list", "--json")).stdout)
-    assert sum(k["role"] == "root" for k in listing["keys"]) == 1
+    assert sum(k["role"] == "root" and k["repository"] == "image" for k in listing["keys"]) == 1
 
 
 def test_rotate_unknown_role(empty_home: Path) -> None:
@@ -135,3 +156,38 @@ def test_bad_delegations(empty_home: Path, args: list[str], message: str) -> Non
     before = tree(empty_home)
     assert message in one_line_error(ota(empty_home, "repo", "delegate", *args))
     assert tree(empty_home) == before
+
+
+def test_a_single_repository_home_moves_its_keys_on_first_use(published_home: Path) -> None:
+    """Homes from before the Director kept keys/<role>/: the next command moves them to
+    keys/image/, says so once, and the Image repository works exactly as before."""
+    keys = published_home / "keys"
+    for entry in (keys / "image").iterdir():
+        entry.rename(keys / entry.name)
+    (keys / "image").rmdir()
+    shutil.rmtree(keys / "director")
+    shutil.rmtree(published_home / "director")
+    old = tree(keys)
+    result = ok(ota(published_home, "repo", "refresh", "--force"))
+    assert "moved the Image repository's keys" in result.stderr
+    assert tree(keys / "image") == old
+    assert "moved" not in ok(ota(published_home, "repo", "status")).stderr
+    ok(ota(published_home, "keys", "init", "--dev"))  # the Director's keys, the Image's kept
+    assert tree(keys / "image") == old
+    assert (keys / "director" / "keyring.json").is_file()
+    repo = tree(published_home / "repo")
+    result = ok(ota(published_home, "repo", "init"))  # the Director's root; the Image kept
+    assert "director repository created" in result.stdout and "image" not in result.stdout
+    assert tree(published_home / "repo") == repo
+    assert [p.name for p in (published_home / "director/metadata").iterdir()] == ["1.root.json"]
+
+
+def test_a_key_move_cut_short_is_finished_next_time(published_home: Path) -> None:
+    keys = published_home / "keys"
+    shutil.rmtree(keys / "director")
+    old = tree(keys / "image")
+    # The power failed between the two renames: keys/ is gone, the old folder waits aside.
+    (keys / "image").rename(published_home / "keys.moving-to-image")
+    keys.rmdir()
+    ok(ota(published_home, "repo", "refresh", "--force"))
+    assert tree(keys / "image") == old and not (published_home / "keys.moving-to-image").exists()

@@ -86,6 +86,7 @@ class Car:
 vehicle_id = "{self.vin}"
 server = "{self.server}"
 trust_root = "root.json"
+mode = "track-latest"
 data_dir = "data"
 retry_delay = 0
 [network]

@@ -206,7 +206,7 @@ def test_bad_input_fails_cleanly_and_changes_nothing(published_home: Path, tmp_p
 
 
 def test_missing_signing_key_fails_before_any_copy(published_home: Path, tmp_path: Path) -> None:
-    for pem in (published_home / "keys" / "targets").glob("*.pem"):
+    for pem in (published_home / "keys" / "image" / "targets").glob("*.pem"):
         pem.rename(tmp_path / pem.name)  # the targets key went offline
     before = tree(published_home / "repo")
     manifest = write_manifest(tmp_path / "m", manifest_text(), {"img.bin": IMAGE})
@@ -227,7 +227,7 @@ def test_uninitialised_home(tmp_path: Path) -> None:
 def test_init_twice_is_refused(empty_home: Path) -> None:
     before = tree(empty_home)
     assert "already holds keys" in one_line_error(ota(empty_home, "keys", "init", "--dev"))
-    assert "already holds a repository" in one_line_error(ota(empty_home, "repo", "init"))
+    assert "already holds both repositories" in one_line_error(ota(empty_home, "repo", "init"))
     assert tree(empty_home) == before
 
 

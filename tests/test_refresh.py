@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ota_server.config import ExpiryPolicy, Layout, parse_config
+from ota_server.config import ExpiryPolicy, parse_config
 from ota_server.errors import ConfigError
-from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
-from tests.helpers import ok, one_line_error, ota
+from tests.helpers import image_home, ok, one_line_error, ota
 
 
 def test_policy_windows() -> None:
@@ -27,9 +26,7 @@ def test_policy_windows() -> None:
 
 
 def _refresh(home: Path, now: datetime, **kw: bool) -> dict[str, int]:
-    report = refresh_repository(
-        Layout(home), KeyStore(home / "keys", lambda _n: b""), ExpiryPolicy(), now=now, **kw
-    )
+    report = refresh_repository(image_home(home), now=now, **kw)
     return report.resigned
 
 
@@ -48,7 +45,7 @@ def test_refresh_re_signs_only_what_is_due(empty_home: Path) -> None:
 
 
 def test_refresh_skips_offline_roles_and_says_so(empty_home: Path, tmp_path: Path) -> None:
-    for pem in (empty_home / "keys/root").glob("*.pem"):
+    for pem in (empty_home / "keys/image/root").glob("*.pem"):
         pem.rename(tmp_path / pem.name)
     out = json.loads(ok(ota(empty_home, "repo", "refresh", "--force", "--json")).stdout)
     assert out["skipped"] == ["root"]

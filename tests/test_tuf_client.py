@@ -18,11 +18,10 @@ from tuf.ngclient import Updater
 from ota_client.config import NetworkConfig
 from ota_client.fetch.transport import HttpTransport
 from ota_client.fetch.tuf_fetcher import TransportFetcher
-from ota_server.config import ExpiryPolicy, Layout
 from ota_server.keys.store import KeyStore
 from ota_server.repository.lifecycle import refresh_repository
 from ota_server.repository.store import FileRepository, metadata_bytes
-from tests.helpers import EXAMPLES, make_tls, ok, ota, serve
+from tests.helpers import EXAMPLES, image_home, make_tls, ok, ota, serve
 from tests.local_fetcher import published_paths
 
 
@@ -46,10 +45,6 @@ def updater(
         fetcher=fetcher,
         bootstrap=(home / "repo/metadata/1.root.json").read_bytes(),
     )
-
-
-def _keys(home: Path) -> KeyStore:
-    return KeyStore(home / "keys", lambda _new: b"")
 
 
 def test_refresh_and_download_every_target(published_home: Path, tmp_path: Path) -> None:
@@ -133,9 +128,7 @@ def test_rejects_a_tampered_target(published_home: Path, tmp_path: Path) -> None
 def test_rejects_an_expired_timestamp(published_home: Path, tmp_path: Path) -> None:
     # Re-sign everything as if it were two days ago: the timestamp (1 day) has expired.
     past = datetime.now(UTC) - timedelta(days=2)
-    refresh_repository(
-        Layout(published_home), _keys(published_home), ExpiryPolicy(), force=True, now=past
-    )
+    refresh_repository(image_home(published_home), force=True, now=past)
     with serve(published_home, "--no-refresh") as url:
         client = updater(published_home, url, tmp_path / "c")
         with pytest.raises(exceptions.ExpiredMetadataError, match="timestamp"):
@@ -144,7 +137,7 @@ def test_rejects_an_expired_timestamp(published_home: Path, tmp_path: Path) -> N
 
 def _signed_timestamp(home: Path, snapshot_version: int) -> bytes:
     """A correctly signed timestamp (next version) that points at an older snapshot."""
-    repo = FileRepository.load(Layout(home), _keys(home), ExpiryPolicy(), datetime.now(UTC))
+    repo = FileRepository.load(image_home(home), datetime.now(UTC))
     old = (home / f"repo/metadata/{snapshot_version}.snapshot.json").read_bytes()
     with repo.edit_timestamp() as ts:
         ts.snapshot_meta = MetaFile.from_data(snapshot_version, old, ["sha256"])
@@ -176,18 +169,16 @@ def test_rejects_a_replayed_timestamp(published_home: Path, tmp_path: Path) -> N
 
 
 def test_rejects_a_timestamp_signed_by_a_retired_key(published_home: Path, tmp_path: Path) -> None:
-    retired = KeyStore(published_home / "keys", lambda _n: b"")
-    old_timestamp_key = retired.roles()["timestamp"].keyids[0]
+    before = image_home(published_home)
+    old_timestamp_key = before.keys.roles()["timestamp"].keyids[0]
     ok(ota(published_home, "keys", "rotate", "timestamp"))
     with serve(published_home, "--no-refresh") as url:  # no self-repair by the server
         # Sign a fresh timestamp with the key that was just retired.
-        repo = FileRepository.load(
-            Layout(published_home), retired, ExpiryPolicy(), datetime.now(UTC)
-        )
+        repo = FileRepository.load(before, datetime.now(UTC))
         md = repo.open("timestamp")
         md.signed.version += 1
         md.signatures.clear()
-        signer = KeyStore(published_home / "keys" / "retired", lambda _n: b"").signer(
+        signer = KeyStore(published_home / "keys/image/retired", lambda _n: b"").signer(
             "timestamp", old_timestamp_key
         )
         assert signer is not None

@@ -57,6 +57,7 @@ def make_vehicle(root: Path, repo: Path, *, failing: str | None = None) -> Path:
 vehicle_id = "VIN0001"
 server = "{SERVER}"
 trust_root = "root.json"
+mode = "track-latest"
 data_dir = "data"
 retry_delay = 0
 """

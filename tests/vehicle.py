@@ -91,6 +91,7 @@ class Vehicle:
 vehicle_id = "VIN0001"
 server = "{self.server}"
 trust_root = "root.json"
+mode = "track-latest"
 data_dir = "data"
 retry_delay = 0
 [network]

@@ -1,6 +1,8 @@
-"""What the vehicle installs next ("track latest" mode), as an immutable plan. Pure.
+"""What the vehicle installs next, as an immutable plan. Pure.
 
-Until the Director assigns bundles per vehicle, a vehicle follows the newest release *bundle*
+In director mode (the default) the plan is the Director's assignment, fully verified
+(``verify.director``): ``plan_assigned``. In "track latest" mode a vehicle follows the newest
+release *bundle*
 that fits it: every image of the bundle goes to an ECU whose hardware id it lists (and whose
 role it names, when the ECU has one), no ECU gets two images, and every image it would
 install is above that ECU's release-counter floor and was never rejected. An ECU that already
@@ -14,7 +16,7 @@ full image. The slot written is the one the ECU did *not* boot.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ota_client.agent.machine import full_fetch
@@ -22,6 +24,7 @@ from ota_client.agent.records import EcuRecord, Fetch, Image, Job
 from ota_client.boot.rules import other
 from ota_client.errors import DeviceError
 from ota_client.metadata import TargetCustom
+from ota_client.metadata.assignment import Assignment
 
 
 @dataclass(frozen=True)
@@ -145,3 +148,40 @@ def plan_install(pool: Sequence[Candidate], ecus: Sequence[EcuFacts]) -> Install
                 return InstallPlan(bundle, version, jobs)
             break  # the vehicle runs this version: the bundle is up to date
     return None
+
+
+def plan_assigned(
+    assignment: Assignment, images: Mapping[str, Candidate], ecus: Sequence[EcuFacts]
+) -> InstallPlan | None:
+    """The jobs that bring every assigned ECU to its image; None when all run theirs.
+
+    ``images`` holds the Image repository's verified entries the assignment names (images and
+    deltas), already matched against it. An image the vehicle gave up on (rejected after a
+    failed trial) is not tried again until the Director assigns something else. The payload
+    is the assigned delta when it was made from exactly what the ECU runs, else the image.
+    """
+    facts = {e.serial: e for e in ecus}
+    jobs = []
+    for assigned in assignment.ecus:
+        ecu = facts[assigned.serial]
+        if ecu.installed is not None and ecu.installed.sha256 == assigned.sha256:
+            continue
+        image = images[assigned.target]
+        if image.sha256 in ecu.record.rejected:
+            return None
+        if ecu.capacity is not None and image.length > ecu.capacity:
+            raise DeviceError(
+                f"{ecu.serial}: slot {other(ecu.booted)} holds {ecu.capacity} bytes; "
+                f"{image.path} needs {image.length}"
+            )
+        full = full_fetch(image.image)
+        fetch = full
+        payload = images.get(assigned.payload.path)
+        if assigned.payload.kind == "delta" and payload is not None and not ecu.directory:
+            fetch = _delta([payload], image, ecu.installed) or full
+        jobs.append(Job(ecu.serial, image.image, fetch, full, other(ecu.booted), ecu.booted))
+    if not jobs:
+        return None
+    bundle, _, version = (assignment.release or "").partition("@")
+    first = images[assignment.ecus[0].target].custom
+    return InstallPlan(bundle or first.bundle, version or first.version, tuple(jobs))

@@ -32,7 +32,7 @@ from pathlib import Path
 from ota_client.agent import backoff, recovery
 from ota_client.agent import machine as m
 from ota_client.agent.health import run_checks
-from ota_client.agent.plan import Candidate, EcuFacts, plan_install
+from ota_client.agent.plan import Candidate, EcuFacts, InstallPlan, plan_assigned, plan_install
 from ota_client.agent.records import Image, Job, Phase, Step, VehicleState
 from ota_client.agent.store import Outbox, StateStore, clean_staged, clean_temporaries
 from ota_client.boot.control import BootControl, GrubBoot, SimulatedBoot, SymlinkBoot, UBootBoot
@@ -45,7 +45,8 @@ from ota_client.payload.format import PayloadError
 from ota_client.slots import Slot, make_slot
 from ota_client.slots.guard import check_writable
 from ota_client.slots.raw import ReadBackWriter
-from ota_client.verify.image_repo import ImageRepository, read_trust_root
+from ota_client.verify.director import DIRECTOR_CONFIG, DirectorRepository, verify_assignment
+from ota_client.verify.repository import TufRepository, read_trust_root
 
 log = logging.getLogger("ota.client")
 
@@ -103,7 +104,8 @@ class VehicleAgent:
         self.force = False
         self.state = VehicleState()
         self._transport = transport
-        self._repo: ImageRepository | None = None
+        self._repo: TufRepository | None = None
+        self._director: DirectorRepository | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -114,13 +116,27 @@ class VehicleAgent:
         return self._transport
 
     @property
-    def repo(self) -> ImageRepository:
+    def repo(self) -> TufRepository:
         if self._repo is None:
             root = read_trust_root(self.config.trust_root)
-            self._repo = ImageRepository(
+            self._repo = TufRepository(
                 self.config.repo_url, self.config.data_dir / "tuf", root, self.transport
             )
         return self._repo
+
+    @property
+    def director(self) -> DirectorRepository:
+        if self._director is None:
+            assert self.config.director_root is not None  # director mode requires it
+            root = read_trust_root(self.config.director_root)
+            self._director = DirectorRepository(
+                self.config.director_url,
+                self.config.data_dir / "tuf-director",
+                root,
+                self.transport,
+                DIRECTOR_CONFIG,
+            )
+        return self._director
 
     def close(self) -> None:
         if self._transport is not None:
@@ -280,16 +296,41 @@ class VehicleAgent:
         problems, _stray = recovery.preflight(facts)
         if problems:
             raise DeviceError("; ".join(problems))
-        pool = self.candidates()
-        ecus = self.ecu_facts(facts, pool)
+        if self.config.mode == "director":
+            ecus, plan = self.assigned(facts)
+        else:
+            pool = self.candidates()
+            ecus = self.ecu_facts(facts, pool)
+            plan = plan_install(pool, ecus)
         installed = {e.serial: e.installed for e in ecus}
-        plan = plan_install(pool, ecus)
         if plan is None:
             return ecus, m.NothingToDo(installed)
         key = m.plan_key(plan.jobs)
         if not self.force and backoff.waiting(self.state.retry, key, self.clock()):
             return ecus, m.NothingToDo(installed, waiting=True)
         return ecus, m.Planned(uuid.uuid4().hex, plan.bundle, plan.version, plan.jobs, installed)
+
+    def assigned(self, facts: Mapping[str, BootFacts]) -> tuple[list[EcuFacts], InstallPlan | None]:
+        """Uptane full verification of the Director's assignment, then its plan."""
+        known = {serial: self.state.record(serial).installed for serial in self.ecus}
+        floors = {
+            serial: max(self.state.record(serial).max_counter, i.release_counter if i else 0)
+            for serial, i in known.items()
+        }
+        verified = verify_assignment(
+            self.director,
+            self.repo,
+            self.config.vehicle_id,
+            {serial: ecu.hardware_id for serial, ecu in self.ecus.items()},
+            {serial: i.sha256 if i else None for serial, i in known.items()},
+            floors,
+        )
+        images = {
+            path: Candidate(path, t.info.length, t.sha256, t.custom)
+            for path, t in verified.images.items()
+        }
+        ecus = self.ecu_facts(facts, list(images.values()))
+        return ecus, plan_assigned(verified.assignment, images, ecus)
 
     def work_check(self) -> m.Event:
         try:

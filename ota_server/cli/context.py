@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 
+from ota_server.cli.render import warn
 from ota_server.config import ServerConfig, load_config
 from ota_server.errors import KeyStoreError
-from ota_server.keys.store import KeyStore, PassphraseSource
+from ota_server.keys.store import PassphraseSource
+from ota_server.repository.home import RepositoryHome, open_home
 
 PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
 
@@ -45,19 +47,29 @@ def passphrase_source(*, interactive: bool) -> PassphraseSource:
 class CliContext:
     home: Path
     interactive: bool = True
-    _keys: KeyStore | None = field(default=None, repr=False)
+    _homes: dict[str, RepositoryHome] = field(default_factory=dict, repr=False)
 
     @cached_property
     def config(self) -> ServerConfig:
         return load_config(self.home)
 
+    @cached_property
+    def _passphrase(self) -> PassphraseSource:
+        return passphrase_source(interactive=self.interactive)
+
+    def repository(self, name: str) -> RepositoryHome:
+        """One of the home's repositories; both share one passphrase prompt per command."""
+        if name not in self._homes:
+            self._homes[name] = open_home(self.config, name, self._passphrase, notice=warn)
+        return self._homes[name]
+
     @property
-    def keys(self) -> KeyStore:
-        if self._keys is None:
-            self._keys = KeyStore(
-                self.config.layout.keys, passphrase_source(interactive=self.interactive)
-            )
-        return self._keys
+    def image(self) -> RepositoryHome:
+        return self.repository("image")
+
+    @property
+    def director(self) -> RepositoryHome:
+        return self.repository("director")
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -17,6 +17,7 @@ import click
 from ota_client import __version__
 from ota_client.strict import printable
 from ota_server.cli.context import CliContext
+from ota_server.cli.db import db
 from ota_server.cli.keys import keys
 from ota_server.cli.params import SafePath
 from ota_server.cli.payload import payload
@@ -103,3 +104,4 @@ main.add_command(repo)
 main.add_command(release)
 main.add_command(serve)
 main.add_command(payload)
+main.add_command(db)

@@ -40,9 +40,7 @@ def release_publish(cli: CliContext, manifest: Path, as_json: bool, quiet: bool)
     """
     with progress(0, f"publishing {manifest.name}", enabled=not (quiet or as_json)) as advance:
         result = publish_release(
-            cli.config.layout,
-            cli.keys,
-            cli.config.expiry,
+            cli.image,
             manifest,
             deltas=cli.config.deltas,
             progress=advance,
@@ -96,8 +94,7 @@ def release_list(cli: CliContext, bundle: str | None, as_json: bool) -> None:
       ota release list
       ota release list --bundle body-control --json
     """
-    config = cli.config
-    repo = FileRepository.load(config.layout, cli.keys, config.expiry, datetime.now(UTC))
+    repo = FileRepository.load(cli.image, datetime.now(UTC))
     releases = [
         r
         for r in Catalog.from_targets(repo.all_targets()).releases()

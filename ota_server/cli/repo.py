@@ -9,8 +9,15 @@ import click
 from ota_server.cli.context import CliContext, pass_cli
 from ota_server.cli.params import Text
 from ota_server.cli.render import echo_json, echo_table, warn
-from ota_server.keys.ceremony import add_delegation
-from ota_server.repository.lifecycle import init_repository, refresh_repository, repository_status
+from ota_server.config import REPOSITORIES
+from ota_server.errors import RepositoryStateError
+from ota_server.repository.ceremony import add_delegation
+from ota_server.repository.lifecycle import (
+    init_repositories,
+    refresh_repository,
+    repository_status,
+)
+from ota_server.repository.store import root_versions
 
 
 @click.group()
@@ -21,14 +28,22 @@ def repo() -> None:
 @repo.command("init")
 @pass_cli
 def repo_init(cli: CliContext) -> None:
-    """Create version 1 of the repository metadata from the keys in $OTA_HOME/keys.
+    """Create version 1 of the Image repository and of the Director's root metadata.
+
+    Uses the keys in $OTA_HOME/keys/image and keys/director; a repository that already
+    exists is kept (a home made before the Director gets just the Director's root).
 
     \b
     Example:
       ota keys init --dev && ota repo init
     """
-    init_repository(cli.config.layout, cli.keys, cli.config.expiry)
-    click.echo(f"repository created in {cli.config.layout.repo}")
+    homes = [cli.repository(name) for name in REPOSITORIES]
+    missing = [home for home in homes if not root_versions(home.files.metadata)]
+    if not missing:
+        raise RepositoryStateError(f"{cli.config.layout.home} already holds both repositories")
+    init_repositories(missing)
+    for home in missing:
+        click.echo(f"{home.name} repository created in {home.files.served}")
 
 
 @repo.command("refresh")
@@ -48,9 +63,7 @@ def repo_refresh(cli: CliContext, force: bool, online_only: bool, as_json: bool)
       ota repo refresh
       ota repo refresh --force --json
     """
-    report = refresh_repository(
-        cli.config.layout, cli.keys, cli.config.expiry, force=force, online_only=online_only
-    )
+    report = refresh_repository(cli.image, force=force, online_only=online_only)
     if as_json:
         echo_json({"resigned": report.resigned, "skipped": report.skipped})
         return
@@ -73,7 +86,7 @@ def repo_status(cli: CliContext, as_json: bool) -> None:
       ota repo status --json
     """
     now = datetime.now(UTC)
-    roles = repository_status(cli.config.layout, cli.keys, cli.config.expiry, now)
+    roles = repository_status(cli.image, now)
     if as_json:
         echo_json([{**vars(r), "expires": r.expires.isoformat()} for r in roles])
         return
@@ -125,22 +138,14 @@ def repo_delegate(
     """Delegate images of some hardware ids to a supplier role NAME with its own keys.
 
     Images published for those hardware ids are then signed by the supplier's keys
-    (keys/NAME/), not by the targets key.
+    (keys/image/NAME/), not by the targets key.
 
     \b
     Example:
       ota repo delegate acme-brakes --hardware-id brake-ecu-v2
     """
     patterns = [f"{h}/*" for h in hardware_ids] + list(paths)
-    role = add_delegation(
-        cli.config.layout,
-        cli.keys,
-        cli.config.expiry,
-        name,
-        patterns,
-        count=count,
-        threshold=threshold,
-    )
+    role = add_delegation(cli.image, name, patterns, count=count, threshold=threshold)
     click.echo(
         f"delegated {', '.join(patterns)} to {name} "
         f"({len(role.keyids)} key(s), threshold {role.threshold})"

@@ -19,7 +19,7 @@ from ota_server.cli.render import warn
 from ota_server.config import MAX_HOST, REFRESH_INTERVAL, ServeConfig, ServerConfig, check_host
 from ota_server.errors import ConfigError
 from ota_server.http.app import create_app
-from ota_server.keys.store import KeyStore
+from ota_server.repository.home import RepositoryHome
 from ota_server.repository.store import root_versions
 
 MAX_TLS_FILE = 1 << 20
@@ -59,9 +59,9 @@ def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
+async def _serve(config: ServerConfig, image: RepositoryHome | None) -> None:
     tls = _tls_context(config)
-    runner = web.AppRunner(create_app(config, keys), access_log=None)
+    runner = web.AppRunner(create_app(config, image), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.serve.host, config.serve.port, ssl_context=tls)
     try:
@@ -73,7 +73,7 @@ async def _serve(config: ServerConfig, keys: KeyStore | None) -> None:
         ) from e
     host, port = runner.addresses[0][:2]
     scheme = "https" if tls else "http"
-    click.echo(f"serving {config.layout.repo} at {scheme}://{host}:{port}/repo/", err=False)
+    click.echo(f"serving {config.layout.image.served} at {scheme}://{host}:{port}/repo/", err=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -131,16 +131,16 @@ def serve(
         refresh_interval=refresh_interval or base.refresh_interval,
     )
     config = replace(config, serve=serve_config)
-    if not root_versions(config.layout.metadata):
+    if not root_versions(config.layout.image.metadata):
         raise click.ClickException(
-            f"no repository in {config.layout.repo}: run 'ota repo init' first"
+            f"no repository in {config.layout.image.served}: run 'ota repo init' first"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    keys = None
+    image = None
     if not no_refresh:
         cli.interactive = False
-        keys = cli.keys
-        if not keys.exists():
+        image = cli.image
+        if not image.keys.exists():
             warn("no keys here: snapshot and timestamp will not be re-signed")
-            keys = None
-    asyncio.run(_serve(config, keys))
+            image = None
+    asyncio.run(_serve(config, image))

@@ -1,1 +1,1 @@
-"""Fleet state: what vehicles tell the server (reports), until the fleet database lands."""
+"""Fleet state in the fleet database (``db``, ``schema``): inventory and vehicle reports."""

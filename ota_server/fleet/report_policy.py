@@ -1,21 +1,24 @@
-"""What to do with a vehicle's progress report, and how a report log is read back (pure).
+"""What to do with a vehicle's progress report (pure): parse it, then store or refuse it.
 
 A report arrives as a request body; ``parse_report`` judges it with the one shared schema
 (``ota_client.metadata.reports.Report``) behind the strict JSON reader, so a body is either a
 report of that vehicle or one ``ReportError`` — whatever its size, types, nesting or numbers.
-``decide`` then chooses, from what the vehicle's log holds and how full the store is: store it
-(dropping the vehicle's oldest reports beyond its cap), acknowledge a duplicate (vehicles resend
-after a power cut, with the same id), or refuse it because the store as a whole is full.
-``parse_log`` reads a log back line by line and skips lines it cannot read (a torn last line
-after a crash, a damaged disk block), so one bad line never hides the others.
+``decide`` then chooses, from how many reports the vehicle has, the sizes of its oldest and how
+full the store is: store it (dropping the vehicle's oldest reports beyond its cap) or refuse it
+because the store as a whole is full. Duplicates are not judged here: the database refuses a
+second row with the same (vehicle, report id), atomically (``fleet.events``).
 
-No I/O and no clock: the shell (``report_log``) reads, writes and times.
+``parse_log`` reads one file of the old JSON-lines store (``state/events/<vehicle>.jsonl``) for
+its one-time import, skipping lines it cannot read (a torn last line after a crash, a damaged
+block), so one bad line never hides the others.
+
+No I/O and no clock: ``fleet.events`` reads the counts with SQL, stores and times.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,7 +26,8 @@ from ota_client.metadata import MetadataFormatError
 from ota_client.metadata.reports import Report
 from ota_client.strict import FormatError, parse_json, printable
 
-MAX_BODY = 16 << 10  # bytes of one report body (and of one stored line)
+MAX_BODY = 16 << 10  # bytes of one report body (and of one line of the old store)
+MAX_RECEIVED = 1e11  # seconds since the epoch, as Report.time
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,8 @@ class ReportLimits:
     """Caps of the report store (README, Limits)."""
 
     per_vehicle: int = 1000  # reports kept per vehicle; the oldest are dropped beyond it
-    vehicles: int = 100_000  # vehicle logs; reports from further vehicles are refused
-    total_bytes: int = 1 << 30  # all logs together; further reports are refused
+    vehicles: int = 100_000  # vehicles with reports; reports from further vehicles are refused
+    total_bytes: int = 1 << 30  # all stored reports together; further reports are refused
     body_bytes: int = MAX_BODY
 
 
@@ -45,27 +49,10 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class StoredReport:
-    id: str
-    record: dict[str, Any]  # the report plus "received"
-    size: int  # bytes of its line, newline included
-
-
-@dataclass(frozen=True)
-class LogContents:
-    reports: tuple[StoredReport, ...]
-    exists: bool  # the vehicle has a log file
-    skipped: int = 0  # lines that could not be read
-    size: int = 0  # bytes of the file
-    clean_end: bool = True  # ends with a newline (or is empty): safe to append to
-    regular: bool = True  # False: a directory, FIFO or link sits where the log should be
-
-
-@dataclass(frozen=True)
 class Decision:
-    action: Literal["store", "duplicate", "refuse"]
-    drop: int = 0  # oldest reports to drop before storing
-    rewrite: bool = False  # rewrite the log (dropping reports or unreadable lines), then add
+    action: Literal["store", "refuse"]
+    drop: int = 0  # the vehicle's oldest reports to delete along with storing this one
+    freed: int = 0  # their bytes
     reason: str = ""
 
 
@@ -84,55 +71,67 @@ def parse_report(body: bytes, vehicle: str, limits: ReportLimits) -> Report:
     return report
 
 
-def record_line(report: Report, received: float) -> bytes:
-    """A report as stored: one JSON line with the time it arrived."""
-    return json.dumps({**report.to_dict(), "received": received}).encode() + b"\n"
+def stored_size(body: Mapping[str, Any]) -> int:
+    """What a stored report counts against the caps: the bytes of its JSON."""
+    return len(json.dumps(body).encode())
+
+
+def excess(stored: int, limits: ReportLimits) -> int:
+    """How many of a vehicle's oldest reports make room for one more, when it has ``stored``."""
+    return max(0, stored + 1 - limits.per_vehicle)
 
 
 def decide(
-    report: Report,
-    log: LogContents,
-    *,
-    line_bytes: int,
-    usage: Usage,
-    limits: ReportLimits,
+    *, size: int, stored: int, oldest: Sequence[int], usage: Usage, limits: ReportLimits
 ) -> Decision:
-    if any(stored.id == report.id for stored in log.reports):
-        return Decision("duplicate")
-    if not log.exists and usage.vehicles >= limits.vehicles:
+    """Store a new report of ``size`` bytes, or refuse it.
+
+    ``stored``: the vehicle's reports before this one; ``oldest``: the sizes of its oldest
+    reports, ``excess(stored, limits)`` of them (fewer if another writer has just dropped
+    some: then only those are dropped); ``usage``: the whole store.
+    """
+    if stored == 0 and usage.vehicles >= limits.vehicles:
         return Decision("refuse", reason=f"the server keeps reports of {limits.vehicles} vehicles")
-    drop = max(0, len(log.reports) + 1 - limits.per_vehicle)
-    rewrite = drop > 0 or log.skipped > 0 or not log.clean_end or not log.regular
-    kept = sum(stored.size for stored in log.reports[drop:]) if rewrite else log.size
-    if usage.total_bytes + (kept + line_bytes - log.size) > limits.total_bytes:
+    drop = min(excess(stored, limits), len(oldest))
+    freed = sum(oldest[:drop])
+    if usage.total_bytes + size - freed > limits.total_bytes:
         return Decision("refuse", reason=f"the report store is full ({limits.total_bytes} bytes)")
-    return Decision("store", drop=drop, rewrite=rewrite)
+    return Decision("store", drop=drop, freed=freed)
 
 
-def parse_log(data: bytes, *, exists: bool = True) -> LogContents:
-    """The readable reports of one log, oldest first; unreadable lines are skipped."""
-    reports: list[StoredReport] = []
+# -- the old JSON-lines store, read once for its import ----------------------------------------
+
+
+@dataclass(frozen=True)
+class LoggedReport:
+    report: Report
+    received: float  # seconds since the epoch, on the server's clock
+
+
+@dataclass(frozen=True)
+class LogContents:
+    reports: tuple[LoggedReport, ...]  # oldest first, each id once
+    skipped: int = 0  # lines that could not be read
+
+
+def parse_log(data: bytes, vehicle: str) -> LogContents:
+    """The readable reports of ``vehicle`` in one old log; other lines are skipped."""
+    reports: list[LoggedReport] = []
     skipped = 0
     seen: set[str] = set()
     for line in data.splitlines(keepends=True):
         if not line.strip():
             continue
-        stored = _parse_line(line)
-        if stored is None or stored.id in seen:
+        logged = _parse_line(line)
+        if logged is None or logged.report.id in seen or logged.report.vehicle_id != vehicle:
             skipped += 1
             continue
-        seen.add(stored.id)
-        reports.append(stored)
-    return LogContents(
-        tuple(reports),
-        exists=exists,
-        skipped=skipped,
-        size=len(data),
-        clean_end=not data or data.endswith(b"\n"),
-    )
+        seen.add(logged.report.id)
+        reports.append(logged)
+    return LogContents(tuple(reports), skipped)
 
 
-def _parse_line(line: bytes) -> StoredReport | None:
+def _parse_line(line: bytes) -> LoggedReport | None:
     if not line.endswith(b"\n"):
         return None  # torn: the write of this line never completed
     try:
@@ -143,20 +142,9 @@ def _parse_line(line: bytes) -> StoredReport | None:
         received = fields.pop("received", None)
         if isinstance(received, bool) or not isinstance(received, int | float):
             return None
+        if not 0 <= received < MAX_RECEIVED:
+            return None
         report = Report.from_dict(fields)
     except (FormatError, MetadataFormatError):
         return None
-    return StoredReport(report.id, {**report.to_dict(), "received": received}, len(line))
-
-
-def compacted(log: LogContents, drop: int) -> bytes:
-    """The log's readable reports without the ``drop`` oldest, as file content."""
-    return b"".join(_line(stored) for stored in log.reports[drop:])
-
-
-def _line(stored: StoredReport) -> bytes:
-    return json.dumps(stored.record).encode() + b"\n"
-
-
-def records(log: LogContents) -> Sequence[dict[str, Any]]:
-    return [stored.record for stored in log.reports]
+    return LoggedReport(report, float(received))

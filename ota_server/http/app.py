@@ -4,8 +4,11 @@ Routes (DESIGN §7): ``/repo/metadata/<file>`` and ``/repo/targets/<path>`` serv
 repository as static files (nginx or a CDN can serve the same directory instead, see
 README); ``/api/v1/vehicles/<id>/events`` takes vehicle reports (``events``); ``/healthz``
 answers liveness probes. No request, however hostile, is answered with a 5xx: bad input is
-a 4xx, and only a failing disk or repository is a 503. A background task re-signs the online roles
-(snapshot, timestamp) before they expire, if their keys can be loaded without a prompt.
+a 4xx, and only a failing disk, repository or fleet database is a 503. The fleet database is
+opened (and the embedded one upgraded, ``fleet.db``) before the first request and disposed of
+at shutdown; an old JSON-lines report store is imported into it once. A background task
+re-signs the online roles (snapshot, timestamp) before they expire, if their keys can be
+loaded without a prompt.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ota_server.config import ServerConfig
-from ota_server.errors import InputError, OtaError, RepositoryStateError
-from ota_server.fleet.report_log import ReportStore
+from ota_server.errors import DatabaseError, InputError, OtaError, RepositoryStateError
+from ota_server.fleet.db import open_database, shown, url_for
+from ota_server.fleet.events import EventStore
+from ota_server.fleet.jsonl_import import import_jsonl
 from ota_server.fleet.report_policy import ReportLimits
 from ota_server.http import events
-from ota_server.http.appkeys import CONFIG, ETAGS, KEYS, REPORTS
+from ota_server.http.appkeys import CONFIG, DATABASE, ETAGS, EVENTS, IMAGE
 from ota_server.http.static import EtagCache, resolve, send_file
-from ota_server.keys.store import KeyStore
+from ota_server.repository.home import RepositoryHome
 from ota_server.repository.lifecycle import refresh_repository
 
 log = logging.getLogger("ota.serve")
@@ -44,13 +49,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise web.HTTPBadRequest(text=str(e)) from None
     except RepositoryStateError as e:
         raise web.HTTPServiceUnavailable(text=str(e)) from None
+    except DatabaseError as e:
+        log.error("%s %s: %s", request.method, request.path, e)
+        raise web.HTTPServiceUnavailable(
+            text="the fleet database is unavailable; retry later"
+        ) from None
     except OtaError as e:
         log.error("%s %s: %s", request.method, request.path, e)
         raise web.HTTPInternalServerError(text="internal error") from None
 
 
 async def metadata(request: web.Request) -> web.StreamResponse:
-    root = request.app[CONFIG].layout.metadata
+    root = request.app[CONFIG].layout.image.metadata
     path = resolve(root, request.match_info["name"], max_segments=1)
     if path is None or path.suffix != ".json":
         raise web.HTTPNotFound()
@@ -58,7 +68,7 @@ async def metadata(request: web.Request) -> web.StreamResponse:
 
 
 async def targets(request: web.Request) -> web.StreamResponse:
-    path = resolve(request.app[CONFIG].layout.targets, request.match_info["path"])
+    path = resolve(request.app[CONFIG].layout.image.targets, request.match_info["path"])
     if path is None:
         raise web.HTTPNotFound()
     return await send_file(request, path, request.app[ETAGS])
@@ -68,10 +78,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def refresh_once(config: ServerConfig, keys: KeyStore) -> None:
+def refresh_once(image: RepositoryHome) -> None:
     """Re-sign due online roles; a busy lock or missing keys are logged, never fatal."""
     try:
-        report = refresh_repository(config.layout, keys, config.expiry, online_only=True, wait=0)
+        report = refresh_repository(image, online_only=True, wait=0)
     except (OtaError, OSError) as e:  # a damaged repository or disk: try again next time
         log.warning("online re-signing skipped: %s", e)
         return
@@ -84,10 +94,10 @@ async def _refresher(app: web.Application) -> AsyncIterator[None]:
 
     async def loop() -> None:
         while True:
-            await asyncio.to_thread(refresh_once, config, app[KEYS])
+            await asyncio.to_thread(refresh_once, app[IMAGE])
             await asyncio.sleep(config.serve.refresh_interval)
 
-    task = asyncio.create_task(loop()) if KEYS in app else None
+    task = asyncio.create_task(loop()) if IMAGE in app else None
     yield
     if task is not None:
         task.cancel()
@@ -95,28 +105,41 @@ async def _refresher(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-async def _report_usage(app: web.Application) -> AsyncIterator[None]:
-    store = app[REPORTS]
-    store.usage = await asyncio.to_thread(store.count)
-    yield
+def _fleet(limits: ReportLimits) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def fleet(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        database = await open_database(url_for(config))
+        try:
+            log.info("fleet database: %s", shown(database.url))
+            store = EventStore(database, limits)
+            await import_jsonl(config.layout.state, store)
+            app[DATABASE] = database
+            app[EVENTS] = store
+            yield
+        finally:
+            await database.dispose()
+
+    return fleet
 
 
 def create_app(
-    config: ServerConfig, keys: KeyStore | None = None, *, reports: ReportLimits | None = None
+    config: ServerConfig,
+    image: RepositoryHome | None = None,
+    *,
+    reports: ReportLimits | None = None,
 ) -> web.Application:
     limits = reports or ReportLimits()
     # No route takes a body larger than a report; aiohttp refuses larger ones with 413.
     app = web.Application(middlewares=[errors_middleware], client_max_size=limits.body_bytes)
     app[CONFIG] = config
     app[ETAGS] = EtagCache()
-    app[REPORTS] = ReportStore(config.layout.state / "events", limits)
-    if keys is not None:
-        app[KEYS] = keys
+    if image is not None:
+        app[IMAGE] = image
     app.router.add_get("/repo/metadata/{name}", metadata)
     app.router.add_get("/repo/targets/{path:.+}", targets)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
     app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
-    app.cleanup_ctx.append(_report_usage)
+    app.cleanup_ctx.append(_fleet(limits))
     app.cleanup_ctx.append(_refresher)
     return app

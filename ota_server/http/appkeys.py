@@ -3,11 +3,13 @@
 from aiohttp import web
 
 from ota_server.config import ServerConfig
-from ota_server.fleet.report_log import ReportStore
+from ota_server.fleet.db import Database
+from ota_server.fleet.events import EventStore
 from ota_server.http.static import EtagCache
-from ota_server.keys.store import KeyStore
+from ota_server.repository.home import RepositoryHome
 
 CONFIG = web.AppKey("config", ServerConfig)
-KEYS = web.AppKey("keys", KeyStore)
+IMAGE = web.AppKey("image", RepositoryHome)  # the repository whose online roles are re-signed
 ETAGS = web.AppKey("etags", EtagCache)
-REPORTS = web.AppKey("reports", ReportStore)
+DATABASE = web.AppKey("database", Database)  # opened and disposed by a cleanup_ctx
+EVENTS = web.AppKey("events", EventStore)

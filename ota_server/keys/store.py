@@ -1,4 +1,5 @@
-"""On-disk key store: ``$OTA_HOME/keys/<role>/<keyid>.pem`` plus a public ``keyring.json``.
+"""On-disk key store of one repository: ``keys/<repository>/<role>/<keyid>.pem`` plus a public
+``keyring.json``.
 
 Private keys are ed25519 in PKCS#8 PEM, encrypted with a passphrase (``OTA_KEY_PASSPHRASE`` or a
 prompt, supplied by the caller as a function so nothing here reads the environment). ``--dev``
@@ -161,7 +162,10 @@ class KeyStore:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         priv_path, pub_path = self._paths(role, public.keyid)
-        priv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # mkdir applies the mode only to the last folder: create each one, private.
+        self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (self.directory, priv_path.parent):
+            folder.mkdir(exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
         write_atomic(priv_path, pem, mode=0o600)
         write_atomic(pub_path, pub)

@@ -24,12 +24,12 @@ from tuf.api.metadata import TargetFile
 
 from ota_client.payload.format import PayloadError
 from ota_client.strict import FormatError, printable, read_bounded
-from ota_server.config import DeltaPolicy, ExpiryPolicy, Layout
+from ota_server.config import DeltaPolicy, RepositoryFiles
 from ota_server.errors import InputError, RepositoryStateError
-from ota_server.keys.store import KeyStore
 from ota_server.payload.generate import generate
 from ota_server.payload.verify import verify_payload
 from ota_server.repository.catalog import Catalog
+from ota_server.repository.home import RepositoryHome
 from ota_server.repository.manifest import MAX_MANIFEST_BYTES, ReleaseManifest, parse_manifest
 from ota_server.repository.plan import PlannedDelta, ReleasePlan, plan_release
 from ota_server.repository.store import writing
@@ -94,15 +94,15 @@ def stage_copy(source: Path, staged: Path, progress: Progress | None) -> tuple[i
     return length, digest.hexdigest()
 
 
-def consistent_target_file(layout: Layout, path: str, sha256: str) -> Path:
+def consistent_target_file(files: RepositoryFiles, path: str, sha256: str) -> Path:
     """Where a target is stored: ``targets/<dir>/<sha256>.<basename>`` (consistent snapshots)."""
     pure = PurePosixPath(path)
-    return layout.targets.joinpath(*pure.parent.parts, f"{sha256}.{pure.name}")
+    return files.targets.joinpath(*pure.parent.parts, f"{sha256}.{pure.name}")
 
 
 def add_target_file(
     txn: Transaction,
-    layout: Layout,
+    files: RepositoryFiles,
     path: str,
     source: Path,
     expected: int,
@@ -113,7 +113,7 @@ def add_target_file(
     length, sha256 = stage_copy(source, staged, progress)
     if length != expected:
         raise InputError(f"{source} changed while it was being published")
-    txn.add_file(consistent_target_file(layout, path, sha256), staged)
+    txn.add_file(consistent_target_file(files, path, sha256), staged)
     return TargetFile(length, {"sha256": sha256}, path), staged
 
 
@@ -126,14 +126,14 @@ class PublishResult:
 
 def _make_delta(
     txn: Transaction,
-    layout: Layout,
+    files: RepositoryFiles,
     delta: PlannedDelta,
     image: Path,
     policy: DeltaPolicy,
     progress: Progress | None,
 ) -> tuple[TargetFile | None, int]:
     """Generate, verify and stage one delta; None if it is not clearly smaller than its image."""
-    source = consistent_target_file(layout, delta.source.path, delta.source.hashes["sha256"])
+    source = consistent_target_file(files, delta.source.path, delta.source.hashes["sha256"])
     staged = txn.new_staging_file(PurePosixPath(delta.path).name)
     with open(staged, "wb") as out:
         stats = generate(
@@ -158,7 +158,7 @@ def _make_delta(
         ) from e
     with open(staged, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    txn.add_file(consistent_target_file(layout, delta.path, sha256), staged)
+    txn.add_file(consistent_target_file(files, delta.path, sha256), staged)
     return TargetFile(stats.payload_size, {"sha256": sha256}, delta.path), stats.payload_size
 
 
@@ -168,9 +168,7 @@ def publish_work(plan: ReleasePlan) -> int:
 
 
 def publish_release(
-    layout: Layout,
-    keys: KeyStore,
-    policy: ExpiryPolicy,
+    home: RepositoryHome,
     manifest_path: Path,
     *,
     deltas: DeltaPolicy | None = None,
@@ -181,7 +179,7 @@ def publish_release(
     deltas = deltas or DeltaPolicy()
     manifest, files = read_manifest(manifest_path)
     sizes = measure(files, [image.ecu for image in manifest.images])
-    with writing(layout, keys, policy, now=now) as (repo, txn):
+    with writing(home, now=now) as (repo, txn):
         catalog = Catalog.from_targets(repo.all_targets())
         plan = plan_release(
             manifest, sizes, catalog, repo.role_for_path, delta_sources=deltas.sources
@@ -195,12 +193,14 @@ def publish_release(
         staged: dict[str, Path] = {}
         for image, file in zip(plan.images, files, strict=True):
             target, staged[image.path] = add_target_file(
-                txn, layout, image.path, file, image.length, progress
+                txn, home.files, image.path, file, image.length, progress
             )
             target.unrecognized_fields["custom"] = image.custom.to_dict()
             added.setdefault(image.role, []).append(target)
         for delta in plan.deltas:
-            made, size = _make_delta(txn, layout, delta, staged[delta.image.path], deltas, progress)
+            made, size = _make_delta(
+                txn, home.files, delta, staged[delta.image.path], deltas, progress
+            )
             if made is None:
                 result.skipped.append((delta, size))
                 continue

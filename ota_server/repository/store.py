@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Signer
-from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     DelegatedRole,
     Metadata,
@@ -38,9 +36,11 @@ from tuf.repository import Repository
 
 from ota_client.locking import file_lock
 from ota_client.strict import FormatError, parse_json, printable, read_bounded, show
-from ota_server.config import ExpiryPolicy, Layout
-from ota_server.errors import KeyStoreError, RepositoryStateError
-from ota_server.keys.store import TOP_LEVEL_ROLES, KeyStore
+from ota_server.config import RepositoryFiles
+from ota_server.errors import RepositoryStateError
+from ota_server.keys.store import TOP_LEVEL_ROLES
+from ota_server.repository.home import RepositoryHome
+from ota_server.repository.signing import Delegator, RoleSigning
 from ota_server.repository.transaction import Transaction, recover
 
 AnyMetadata = Metadata[Any]
@@ -135,13 +135,24 @@ def root_versions(metadata_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for n in names if (m := _ROOT_FILE.fullmatch(n)))
 
 
+def latest_root(files: RepositoryFiles) -> Root:
+    """The newest root of a repository (the Director's is all it keeps in files)."""
+    versions = root_versions(files.metadata)
+    if not versions:
+        raise RepositoryStateError(f"no repository in {files.served}: run 'ota repo init' first")
+    root = _read_metadata(files.metadata / f"{versions[-1]}.root.json", Root, versions[-1]).signed
+    assert isinstance(root, Root)
+    return root
+
+
 class FileRepository(Repository):
     """Edits on the committed repository state; nothing touches disk until ``save``."""
 
-    def __init__(self, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime) -> None:
-        self.layout = layout
-        self.keys = keys
-        self.policy = policy
+    def __init__(self, home: RepositoryHome, now: datetime) -> None:
+        self.home = home
+        self.files = home.files
+        self.policy = home.policy
+        self.signing = RoleSigning(home.keys)
         self.now = now.replace(microsecond=0)
         self._md: dict[str, AnyMetadata] = {}
         self._bytes: dict[str, bytes] = {}
@@ -152,23 +163,22 @@ class FileRepository(Repository):
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def create(
-        cls, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
-    ) -> FileRepository:
+    def create(cls, home: RepositoryHome, now: datetime) -> FileRepository:
         """An empty repository: every role opens as a new version 1."""
-        repo = cls(layout, keys, policy, now)
+        repo = cls(home, now)
         repo._creating = True
         return repo
 
     @classmethod
-    def load(
-        cls, layout: Layout, keys: KeyStore, policy: ExpiryPolicy, now: datetime
-    ) -> FileRepository:
-        repo = cls(layout, keys, policy, now)
-        versions = root_versions(layout.metadata)
+    def load(cls, home: RepositoryHome, now: datetime) -> FileRepository:
+        repo = cls(home, now)
+        files = home.files
+        versions = root_versions(files.metadata)
         if not versions:
-            raise RepositoryStateError(f"no repository in {layout.repo}: run 'ota repo init' first")
-        md_dir = layout.metadata
+            raise RepositoryStateError(
+                f"no repository in {files.served}: run 'ota repo init' first"
+            )
+        md_dir = files.metadata
         repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json", Root, versions[-1]))
         timestamp = _read_metadata(md_dir / "timestamp.json", Timestamp)
         repo._put("timestamp", timestamp)
@@ -239,24 +249,18 @@ class FileRepository(Repository):
         if role in self._md:  # a new role keeps the version 1 that open() gave it
             md.signed.version += 1
         md.signed.expires = self.now + self.policy.lifetime(role)
-        md.signatures.clear()
         if role == "root":
             if self._previous_root is None and "root" in self._md:
                 root = self._md["root"].signed
                 assert isinstance(root, Root)
                 self._previous_root = root
             assert isinstance(md.signed, Root)
-            delegators: list[Root | Targets] = [md.signed]
+            delegators: list[Delegator] = [md.signed]
             if self._previous_root is not None:
                 delegators.append(self._previous_root)
         else:
             delegators = [self.delegator(role)]
-        for keyid in sorted({k for d in delegators for k in d.get_delegated_role(role).keyids}):
-            signer = self._signer(role, keyid)
-            if signer is not None:
-                md.sign(signer, append=True)
-        for delegator in delegators:
-            self._check_threshold(delegator, role, md)
+        self.signing.sign(role, md, delegators)
         self._put(role, md)
         if role not in self._changed:
             self._changed.append(role)
@@ -275,42 +279,19 @@ class FileRepository(Repository):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def delegator(self, role: str) -> Root | Targets:
+    def delegator(self, role: str) -> Delegator:
         holder = "root" if role in TOP_LEVEL_ROLES else "targets"
         signed = self._md[holder].signed
         assert isinstance(signed, Root | Targets)
         return signed
 
-    def _signer(self, role: str, keyid: str) -> Signer | None:
-        return self.keys.signer(role, keyid)
-
-    def _check_threshold(self, delegator: Root | Targets, role: str, md: AnyMetadata) -> None:
-        try:
-            delegator.verify_delegate(role, md.signed_bytes, md.signatures)
-        except UnsignedMetadataError:
-            wanted = delegator.get_delegated_role(role)
-            raise KeyStoreError(
-                f"cannot sign {role}: it needs {wanted.threshold} of its keys and only "
-                f"{len(md.signatures)} are in {self.keys.directory / role} "
-                "(bring the offline keys back for this ceremony)"
-            ) from None
-
     def can_sign(self, role: str) -> bool:
         """Whether the key store holds enough private keys to sign ``role`` now."""
-        delegated = self.delegator(role).get_delegated_role(role)
-        have = sum(self.keys.has_private(role, k) for k in delegated.keyids)
-        return have >= delegated.threshold
+        return self.signing.can_sign(role, self.delegator(role))
 
     def require_signing(self, role: str) -> None:
         """Load ``role``'s signers now (asking for the passphrase) or fail before any work."""
-        delegated = self.delegator(role).get_delegated_role(role)
-        loaded = sum(self._signer(role, keyid) is not None for keyid in delegated.keyids)
-        if loaded < delegated.threshold:
-            raise KeyStoreError(
-                f"cannot sign {role}: it needs {delegated.threshold} of its keys and only "
-                f"{loaded} are in {self.keys.directory / role} "
-                "(bring the offline keys back for this ceremony)"
-            )
+        self.signing.require(role, self.delegator(role))
 
     def role_for_path(self, path: str) -> str:
         """The targets role that signs ``path``: the first matching delegation, else top-level."""
@@ -344,7 +325,7 @@ class FileRepository(Repository):
 
     def save(self, txn: Transaction) -> None:
         """Stage every changed role into ``txn`` in a client-safe order (root last)."""
-        md_dir = self.layout.metadata
+        md_dir = self.files.metadata
         order = sorted(
             self._changed,
             key=lambda r: {"snapshot": 2, "timestamp": 3, "root": 4}.get(
@@ -362,9 +343,7 @@ class FileRepository(Repository):
 
 @contextmanager
 def writing(
-    layout: Layout,
-    keys: KeyStore,
-    policy: ExpiryPolicy,
+    home: RepositoryHome,
     *,
     create: bool = False,
     now: datetime | None = None,
@@ -375,18 +354,16 @@ def writing(
     The caller edits the repository, stages files into the transaction and returns; the change
     is then saved and committed as one unit. Any exception leaves the repository untouched.
     """
-    with file_lock(layout.state / "lock", wait=wait) as held:
+    files = home.files
+    with file_lock(files.state / "lock", wait=wait) as held:
         if not held:
             raise RepositoryStateError(
                 "another ota command is changing this repository; try again when it is done"
             )
-        recover(layout.state, layout.repo)
+        recover(files.state, files.served)
         clock = now or datetime.now(UTC)
-        if create:
-            repo = FileRepository.create(layout, keys, policy, clock)
-        else:
-            repo = FileRepository.load(layout, keys, policy, clock)
-        txn = Transaction(layout.state, layout.repo)
+        repo = (FileRepository.create if create else FileRepository.load)(home, clock)
+        txn = Transaction(files.state, files.served)
         try:
             yield repo, txn
             repo.save(txn)

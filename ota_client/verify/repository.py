@@ -1,10 +1,10 @@
-"""A verified view of the Image repository, over python-tuf's ``Updater``.
+"""A verified view of one TUF repository (Image or Director), over python-tuf's ``Updater``.
 
 python-tuf checks the TUF chain (root rotation, expiry, rollback, mix-and-match, lengths and
 hashes); this wrapper adds what Uptane needs on top: target names that are safe to write,
 custom fields parsed by the shared schema, and the client's error family — python-tuf's own
-exceptions never escape, from the constructor (a damaged trust root) included. The Director (a
-later issue) adds the Director/Image match on top of two of these.
+exceptions never escape, from the constructor (a damaged trust root) included. Uptane's
+Director/Image match runs over two of these (``verify.uptane``, ``verify.director``).
 """
 
 from __future__ import annotations
@@ -58,10 +58,16 @@ def read_trust_root(path: Path) -> bytes:
         raise ConfigError(str(e)) from None
 
 
-class ImageRepository:
+class TufRepository:
     def __init__(
-        self, base_url: str, cache_dir: Path, trusted_root: bytes, transport: Transport
+        self,
+        base_url: str,
+        cache_dir: Path,
+        trusted_root: bytes,
+        transport: Transport,
+        config: UpdaterConfig = CONFIG,
     ) -> None:
+        self.config = config
         base = self.base = base_url.rstrip("/")
         check_trust_root(trusted_root)  # before anything is written
         self.metadata_dir = cache_dir / "metadata"
@@ -77,7 +83,7 @@ class ImageRepository:
                     metadata_base_url=f"{base}/metadata/",
                     target_base_url=f"{base}/targets/",
                     fetcher=TransportFetcher(transport),
-                    config=CONFIG,
+                    config=config,
                     bootstrap=trusted_root,
                 )
             except (DeserializationError, ValueError, TypeError, KeyError) as e:
@@ -88,15 +94,20 @@ class ImageRepository:
             self._updater.refresh()
 
     def target(self, path: str) -> VerifiedTarget:
+        found = self.lookup(path)
+        if found is None:
+            raise SecurityError(f"{path} is not in the repository")
+        return found
+
+    def lookup(self, path: str) -> VerifiedTarget | None:
+        """The target of exactly this name, through the delegations; None if it has none."""
         try:
             check_target_path(path)
         except MetadataFormatError as e:
             raise BadDataError(str(e)) from None
         with _translated(path):
             info = self._updater.get_targetinfo(path)
-        if info is None:
-            raise SecurityError(f"{path} is not in the repository")
-        return _verified(info)
+        return None if info is None else _verified(info)
 
     def all_targets(self) -> list[VerifiedTarget]:
         """Every target of every role that follows the contract, from verified metadata only.
@@ -124,7 +135,7 @@ class ImageRepository:
     def _trusted(self, role: str) -> Targets:
         path = self.metadata_dir / f"{quote(role, safe='')}.json"
         try:
-            md = Metadata[Targets].from_bytes(read_bounded(path, CONFIG.targets_max_length))
+            md = Metadata[Targets].from_bytes(read_bounded(path, self.config.targets_max_length))
         except (OSError, FormatError, DeserializationError) as e:
             raise BadDataError(f"trusted metadata for {role} is unreadable: {e}") from None
         if not isinstance(md.signed, Targets):

@@ -21,7 +21,6 @@ from securesystemslib.signer import SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations
 
 from ota_client.strict import show
-from ota_server.config import ExpiryPolicy, Layout
 from ota_server.errors import InputError, KeyStoreError
 from ota_server.keys.store import (
     TOP_LEVEL_ROLES,
@@ -30,6 +29,7 @@ from ota_server.keys.store import (
     check_role_name,
     check_threshold,
 )
+from ota_server.repository.home import RepositoryHome
 from ota_server.repository.store import writing
 
 _PATTERN_SEGMENT = re.compile(r"[A-Za-z0-9*][A-Za-z0-9._*-]{0,63}")
@@ -85,9 +85,7 @@ def _new_keys(keys: KeyStore, role: str, count: int, *, dev: bool, into: list[SS
 
 
 def rotate_keys(
-    layout: Layout,
-    keys: KeyStore,
-    policy: ExpiryPolicy,
+    home: RepositoryHome,
     role: str,
     *,
     count: int | None = None,
@@ -95,9 +93,10 @@ def rotate_keys(
     now: datetime | None = None,
 ) -> RotationReport:
     """Replace every key of ``role`` (top-level or supplier) with new ones."""
+    keys = home.keys
     new: list[SSlibKey] = []
     try:
-        with writing(layout, keys, policy, now=now) as (repo, _txn):
+        with writing(home, now=now) as (repo, _txn):
             roles, dev = keys.roles(), keys.dev  # checked before anything is written
             top_level = role in TOP_LEVEL_ROLES
             delegator = repo.delegator(role) if top_level else repo.targets()
@@ -148,9 +147,7 @@ def rotate_keys(
 
 
 def add_delegation(
-    layout: Layout,
-    keys: KeyStore,
-    policy: ExpiryPolicy,
+    home: RepositoryHome,
     name: str,
     paths: Sequence[str],
     *,
@@ -164,9 +161,10 @@ def add_delegation(
         raise InputError("a delegation needs at least one path pattern")
     patterns = [check_path_pattern(p) for p in paths]
     check_threshold(name, threshold, count)
+    keys = home.keys
     new: list[SSlibKey] = []
     try:
-        with writing(layout, keys, policy, now=now) as (repo, _txn):
+        with writing(home, now=now) as (repo, _txn):
             roles, dev = keys.roles(), keys.dev  # checked before anything is written
             if name in {r.name for r in repo.delegated_roles()}:
                 raise InputError(f"role {name!r} already exists (use 'ota keys rotate {name}')")

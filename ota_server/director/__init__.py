@@ -1,0 +1,1 @@
+"""The Director repository: per-vehicle assignments, signed on demand (Uptane)."""
