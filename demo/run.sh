@@ -21,7 +21,7 @@ ota repo status
 
 step "Serve the repository on 127.0.0.1"
 log="$(mktemp)"
-ota serve --port 0 >"$log" 2>&1 &
+ota serve --insecure-http --port 0 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 50); do grep -q '^serving' "$log" && break; sleep 0.1; done

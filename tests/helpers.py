@@ -145,7 +145,14 @@ def make_tls(directory: Path) -> Tls:
 
 @contextmanager
 def serve(home: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``ota serve --port 0`` as a real process; yield its repository base URL."""
+    """Run ``ota serve --port 0`` as a real process; yield its repository base URL.
+
+    Plain HTTP (``--insecure-http``) unless ``args`` ask for TLS (``--tls``: the home's own
+    CA and server certificate, or ``--tls-cert``)."""
+    if "--tls" in args:
+        args = tuple(a for a in args if a != "--tls")
+    elif "--tls-cert" not in args:
+        args = ("--insecure-http", *args)
     log = home / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -213,7 +213,11 @@ def raw_server(answer: Callable[[int], list[tuple[float, bytes]]]) -> Iterator[t
     try:
         yield f"http://127.0.0.1:{port}", connections
     finally:
-        srv.close()  # type: ignore[attr-defined]
+
+        async def close() -> None:  # in the loop's thread: Server.close is not thread-safe
+            srv.close()
+
+        loop.run(close())
         loop.stop()
 
 

@@ -13,6 +13,7 @@ import click
 from ota_server.cli.render import warn
 from ota_server.config import ServerConfig, load_config
 from ota_server.errors import KeyStoreError
+from ota_server.fleet.ca import CertificateAuthority
 from ota_server.keys.store import PassphraseSource
 from ota_server.repository.home import RepositoryHome, open_home
 
@@ -62,6 +63,15 @@ class CliContext:
         if name not in self._homes:
             self._homes[name] = open_home(self.config, name, self._passphrase, notice=warn)
         return self._homes[name]
+
+    @cached_property
+    def ca(self) -> CertificateAuthority:
+        """The home's CA (``state/ca``), its key encrypted unless the home has --dev keys."""
+        keys = self.image.keys
+        dev = keys.exists() and keys.dev
+        return CertificateAuthority(
+            self.config.layout.state / "ca", self._passphrase, encrypted=not dev
+        )
 
     @property
     def image(self) -> RepositoryHome:

@@ -24,6 +24,7 @@ from ota_server.cli.payload import payload
 from ota_server.cli.release import release
 from ota_server.cli.repo import repo
 from ota_server.cli.serve import serve
+from ota_server.cli.vehicle import assign, unassign, vehicle
 from ota_server.errors import OtaError
 
 MAX_LINE = 1000  # our messages already cut each value (80) and path (200) they quote
@@ -105,3 +106,6 @@ main.add_command(release)
 main.add_command(serve)
 main.add_command(payload)
 main.add_command(db)
+main.add_command(vehicle)
+main.add_command(assign)
+main.add_command(unassign)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -18,11 +20,13 @@ from ota_server.cli.params import FiniteFloatRange, Text, file_path
 from ota_server.cli.render import warn
 from ota_server.config import MAX_HOST, REFRESH_INTERVAL, ServeConfig, ServerConfig, check_host
 from ota_server.errors import ConfigError
+from ota_server.fleet.ca import server_files
 from ota_server.http.app import create_app
 from ota_server.repository.home import RepositoryHome
 from ota_server.repository.store import root_versions
 
 MAX_TLS_FILE = 1 << 20
+WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 - names to leave out of the certificate
 
 
 def _no_password() -> bytes:
@@ -39,12 +43,9 @@ def _check_tls_file(path: Path, what: str) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
-    cert, key = config.serve.tls_cert, config.serve.tls_key
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise ConfigError("TLS needs both a certificate and a key")
+def _tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """Serve ``cert``; ask every client for a certificate and verify it against
+    ``client_ca`` (vehicles; operators come without one and use tokens)."""
     _check_tls_file(cert, "certificate")
     _check_tls_file(key, "key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -56,12 +57,26 @@ def _tls_context(config: ServerConfig) -> ssl.SSLContext | None:
             f"cannot load TLS certificate {printable(str(cert))} / key {printable(str(key))}: "
             f"{printable(str(e), 200)}"
         ) from None
+    if client_ca is not None:
+        _check_tls_file(client_ca, "client CA")
+        try:
+            context.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"cannot load the client CA {printable(str(client_ca))}: {printable(str(e), 200)}"
+            ) from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
-async def _serve(config: ServerConfig, image: RepositoryHome | None) -> None:
-    tls = _tls_context(config)
-    runner = web.AppRunner(create_app(config, image), access_log=None)
+async def _serve(
+    config: ServerConfig,
+    tls: ssl.SSLContext | None,
+    image: RepositoryHome | None,
+    director: RepositoryHome | None,
+) -> None:
+    app = create_app(config, image, director=director, tls=tls is not None)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.serve.host, config.serve.port, ssl_context=tls)
     try:
@@ -95,6 +110,11 @@ async def _serve(config: ServerConfig, image: RepositoryHome | None) -> None:
     help="Seconds between re-signing checks (1-86400).",
 )
 @click.option("--no-refresh", is_flag=True, help="Never re-sign (serve a read-only copy).")
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    help="Plain HTTP, vehicles not authenticated: tests and demos on 127.0.0.1 only.",
+)
 @pass_cli
 def serve(
     cli: CliContext,
@@ -104,17 +124,22 @@ def serve(
     tls_key: Path | None,
     refresh_interval: float | None,
     no_refresh: bool,
+    insecure_http: bool,
 ) -> None:
-    """Serve the repository to vehicles (/repo/metadata/*, /repo/targets/*).
+    """Serve the repositories to vehicles over TLS: /repo/* and /director/<VIN>/*.
 
-    Supports Range, If-Range, ETag and If-None-Match. Snapshot and timestamp are re-signed
-    before they expire when their keys load without a prompt (OTA_KEY_PASSPHRASE or --dev).
+    Without --tls-cert/--tls-key the home's CA (state/ca, made on first use) issues the
+    server's certificate; the same CA issued the vehicles' client certificates, and a vehicle
+    reads only its own Director metadata. Supports Range, If-Range, ETag and If-None-Match.
+    Image snapshot and timestamp are re-signed before they expire, and the Director signs
+    per vehicle, when their keys load without a prompt (OTA_KEY_PASSPHRASE or --dev).
     Options override [serve] in $OTA_HOME/config.toml.
 
     \b
     Examples:
       ota serve --port 8443
       ota serve --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
+      ota serve --insecure-http --port 8080     # a demo on this machine
     """
     config = cli.config
     base = config.serve
@@ -135,12 +160,29 @@ def serve(
         raise click.ClickException(
             f"no repository in {config.layout.image.served}: run 'ota repo init' first"
         )
+    cli.interactive = False
+    tls = None if insecure_http else _tls(cli, serve_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    image = None
+    image = director = None
     if not no_refresh:
-        cli.interactive = False
-        image = cli.image
+        image, director = cli.image, cli.director
         if not image.keys.exists():
             warn("no keys here: snapshot and timestamp will not be re-signed")
             image = None
-    asyncio.run(_serve(config, image))
+        if not director.keys.exists() or not root_versions(director.files.metadata):
+            warn("no Director here ('ota keys init', 'ota repo init'): vehicles get no assignments")
+            director = None
+    asyncio.run(_serve(config, tls, image, director))
+
+
+def _tls(cli: CliContext, serve: ServeConfig) -> ssl.SSLContext:
+    cert, key = serve.tls_cert, serve.tls_key
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both a certificate and a key")
+    ca = cli.ca
+    if cert is None or key is None:
+        names = [n for n in (serve.host, "localhost", "127.0.0.1") if n not in WILDCARDS]
+        if serve.host in WILDCARDS:
+            names.append(socket.gethostname())
+        cert, key = server_files(ca, tuple(dict.fromkeys(names)), datetime.now(UTC))
+    return _tls_context(cert, key, ca.cert_path if ca.exists() else None)

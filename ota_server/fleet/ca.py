@@ -186,3 +186,27 @@ class CertificateAuthority:
         cert, key = self._load()
         lifetime = timedelta(days=SERVER_DAYS if server_names else 365 * CLIENT_YEARS)
         return issue(cert, key, common_name, now=now, lifetime=lifetime, server_names=server_names)
+
+
+def server_files(
+    ca: CertificateAuthority, names: tuple[str, ...], now: datetime
+) -> tuple[Path, Path]:
+    """The server's own certificate and key from the home's CA (``state/ca/server.*``), made
+    (with the CA, the first time) when missing, expiring within 30 days, or not for ``names``."""
+    cert_path, key_path = ca.directory / "server.pem", ca.directory / "server.key"
+    try:
+        cert = x509.load_pem_x509_certificate(read_bounded(cert_path, MAX_PEM, "server.pem"))
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = {str(n) for n in alt.get_values_for_type(x509.DNSName)}
+        have |= {str(n) for n in alt.get_values_for_type(x509.IPAddress)}
+        fresh = cert.not_valid_after_utc - now > timedelta(days=30)
+        if fresh and set(names) <= have and key_path.is_file():
+            return cert_path, key_path
+    except (FileNotFoundError, FormatError, ValueError, x509.ExtensionNotFound):
+        pass
+    if not ca.exists():
+        ca.create(now)
+    issued = ca.issue(names[0], now=now, server_names=names)
+    write_atomic(key_path, issued.key, mode=0o600)
+    write_atomic(cert_path, issued.certificate)
+    return cert_path, key_path

@@ -7,8 +7,9 @@ as aware UTC). Lengths follow the shared identifier rules (``ota_client.metadata
 characters; target paths 255). Constraint names come from one naming convention, so a
 migration can always name what it alters.
 
-The inventory (``vehicles``, ``ecus``) is designed for the Director steps that come next
-(provisioning, vehicle manifests, assignments); only ``events`` is used so far. ``events.vin``
+The inventory (``vehicles``, ``ecus``) is filled by provisioning; ``assignments`` and
+``director_metadata`` are the Director's (what each vehicle is assigned, and its signed
+metadata). ``events.vin``
 is deliberately not a foreign key yet: reports arrive from vehicles that are not provisioned
 (nor authenticated) until a later step. The models hold no behaviour; queries live in the
 modules that use them (``fleet.events``). ``migrations/`` must create exactly these tables
@@ -28,6 +29,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -40,6 +42,7 @@ TARGET_PATH = 255
 HEX_DIGEST = 64  # sha256 and key ids, hex
 REPORT_ID = 64  # reports use 32 hex digits today
 EVENT_KIND = 32
+ACTOR = 128  # who made a change: 'cli', 'token:<name>', 'rollout:<id>'
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -135,3 +138,33 @@ class Event(Base):
     received_at: Mapped[datetime]
     body: Mapped[dict[str, Any]]  # the report as stored (Report.to_dict())
     size: Mapped[int] = mapped_column(Integer())  # bytes of ``body`` as JSON: what the caps count
+
+
+class AssignmentRow(Base):
+    """The release the Director assigns a vehicle (at most one; none: keep what it runs)."""
+
+    __tablename__ = "assignments"
+
+    vin: Mapped[str] = mapped_column(ForeignKey("vehicles.vin"), primary_key=True)
+    bundle: Mapped[str] = mapped_column(String(IDENTIFIER))
+    version: Mapped[str] = mapped_column(String(IDENTIFIER))
+    assigned_at: Mapped[datetime]
+    assigned_by: Mapped[str] = mapped_column(String(ACTOR))
+
+
+class DirectorMetadata(Base):
+    """A vehicle's signed Director targets, snapshot and timestamp, as served (``director.sign``).
+
+    ``version`` numbers all three; an update is made only from the version it replaces
+    (``WHERE version = old``), so two servers re-signing one vehicle never go backwards."""
+
+    __tablename__ = "director_metadata"
+
+    vin: Mapped[str] = mapped_column(ForeignKey("vehicles.vin"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger())
+    targets: Mapped[bytes] = mapped_column(LargeBinary())
+    snapshot: Mapped[bytes] = mapped_column(LargeBinary())
+    timestamp: Mapped[bytes] = mapped_column(LargeBinary())
+    signed_at: Mapped[datetime]
+    content: Mapped[str] = mapped_column(String(HEX_DIGEST))
+    root_version: Mapped[int] = mapped_column(Integer())

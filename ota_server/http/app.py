@@ -21,15 +21,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from ota_server.config import ServerConfig
+from ota_server.director.service import DirectorKeys, ImageCatalog
 from ota_server.errors import DatabaseError, InputError, OtaError, RepositoryStateError
 from ota_server.fleet.db import open_database, shown, url_for
 from ota_server.fleet.events import EventStore
 from ota_server.fleet.jsonl_import import import_jsonl
 from ota_server.fleet.report_policy import ReportLimits
+from ota_server.http import director as director_http
 from ota_server.http import events
-from ota_server.http.appkeys import CONFIG, DATABASE, ETAGS, EVENTS, IMAGE
+from ota_server.http.appkeys import (
+    CONFIG,
+    DATABASE,
+    DIRECTOR,
+    ETAGS,
+    EVENTS,
+    IMAGE,
+    IMAGE_CATALOG,
+    TLS,
+)
 from ota_server.http.static import EtagCache, resolve, send_file
-from ota_server.repository.home import RepositoryHome
+from ota_server.repository.home import RepositoryHome, reading
 from ota_server.repository.lifecycle import refresh_repository
 
 log = logging.getLogger("ota.serve")
@@ -127,6 +138,8 @@ def create_app(
     image: RepositoryHome | None = None,
     *,
     reports: ReportLimits | None = None,
+    director: RepositoryHome | None = None,
+    tls: bool = False,
 ) -> web.Application:
     limits = reports or ReportLimits()
     # No route takes a body larger than a report; aiohttp refuses larger ones with 413.
@@ -135,9 +148,14 @@ def create_app(
     app[ETAGS] = EtagCache()
     if image is not None:
         app[IMAGE] = image
+    if director is not None:
+        app[DIRECTOR] = DirectorKeys(director)
+    app[IMAGE_CATALOG] = ImageCatalog(image or reading(config.layout.image, config.expiry))
+    app[TLS] = tls
     app.router.add_get("/repo/metadata/{name}", metadata)
     app.router.add_get("/repo/targets/{path:.+}", targets)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/director/{vin}/metadata/{name}", director_http.metadata)
     app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
     app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
     app.cleanup_ctx.append(_fleet(limits))

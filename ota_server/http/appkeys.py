@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from ota_server.config import ServerConfig
+from ota_server.director.service import DirectorKeys, ImageCatalog
 from ota_server.fleet.db import Database
 from ota_server.fleet.events import EventStore
 from ota_server.http.static import EtagCache
@@ -13,3 +14,6 @@ IMAGE = web.AppKey("image", RepositoryHome)  # the repository whose online roles
 ETAGS = web.AppKey("etags", EtagCache)
 DATABASE = web.AppKey("database", Database)  # opened and disposed by a cleanup_ctx
 EVENTS = web.AppKey("events", EventStore)
+DIRECTOR = web.AppKey("director", DirectorKeys)  # absent: the Director's keys are not here
+IMAGE_CATALOG = web.AppKey("image_catalog", ImageCatalog)
+TLS = web.AppKey("tls", bool)  # vehicles are authenticated by certificate (else: tests, demos)

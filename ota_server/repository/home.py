@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ota_client.atomic import fsync_dir
 from ota_server.config import ExpiryPolicy, Layout, RepositoryFiles, ServerConfig
+from ota_server.errors import KeyStoreError
 from ota_server.keys.store import KEYRING, KeyStore, PassphraseSource
 
 MOVING = "keys.moving-to-image"  # the old keys folder while it moves under keys/image/
@@ -61,3 +62,12 @@ def open_home(
     files = layout.repository(repository)
     policy = config.expiry if repository == "image" else config.director_expiry
     return RepositoryHome(files, KeyStore(files.keys, passphrase), policy)
+
+
+def _no_passphrase(_new: bool) -> bytes:
+    raise KeyStoreError("this repository was opened to be read, not signed")
+
+
+def reading(files: RepositoryFiles, policy: ExpiryPolicy) -> RepositoryHome:
+    """A repository opened to read its metadata: asking for a key to sign is an error."""
+    return RepositoryHome(files, KeyStore(files.keys, _no_passphrase), policy)

@@ -1,0 +1,57 @@
+"""The Director: each vehicle's assignment and its signed metadata.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _vin() -> sa.Column[str]:
+    return sa.Column("vin", sa.String(64), nullable=False)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "assignments",
+        _vin(),
+        sa.Column("bundle", sa.String(64), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("assigned_by", sa.String(128), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["vin"], ["vehicles.vin"], name=op.f("fk_assignments_vin_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("vin", name=op.f("pk_assignments")),
+    )
+    op.create_table(
+        "director_metadata",
+        _vin(),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("targets", sa.LargeBinary(), nullable=False),
+        sa.Column("snapshot", sa.LargeBinary(), nullable=False),
+        sa.Column("timestamp", sa.LargeBinary(), nullable=False),
+        sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("content", sa.String(64), nullable=False),
+        sa.Column("root_version", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["vin"], ["vehicles.vin"], name=op.f("fk_director_metadata_vin_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("vin", name=op.f("pk_director_metadata")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("director_metadata")
+    op.drop_table("assignments")

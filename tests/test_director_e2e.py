@@ -1,0 +1,230 @@
+"""The Director end to end: provision a two-ECU vehicle, assign it a bundle, and watch the real
+``ota-client`` install both images or neither, against the real ``ota serve`` over mutual TLS.
+
+Attacks on the same rig: another vehicle's certificate, a revoked vehicle, and Director
+metadata validly signed with the Director's keys that assigns software the Image repository
+never signed (Uptane "arbitrary software"), or counters that differ from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ota_client.metadata.assignment import Assignment, EcuAssignment, Payload
+from ota_server.config import load_config
+from ota_server.director.sign import SignedVehicle, content_digest, sign_vehicle
+from ota_server.fleet.db import open_database, url_for
+from ota_server.fleet.schema import DirectorMetadata
+from ota_server.repository.home import open_home
+from ota_server.repository.signing import RoleSigning
+from ota_server.repository.store import latest_root
+from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve
+
+ECUS = ("--ecu", "HU-1:hu-imx8:primary", "--ecu", "TCU-1:tcu-9150")
+
+
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_home(
+        tmp_path_factory.mktemp("director"),
+        EXAMPLES / "infotainment-2.0.0.toml",
+        EXAMPLES / "infotainment-2.1.0.toml",
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, _template: Path) -> Path:
+    shutil.copytree(_template, tmp_path / "home")
+    return tmp_path / "home"
+
+
+def provision(
+    home: Path, where: Path, vin: str = "VIN0001", *ecus: str, factory: bool = True
+) -> Path:
+    out = where / vin
+    args = ("--factory", "infotainment@2.0.0") if factory else ()
+    ok(ota(home, "vehicle", "provision", vin, *(ecus or ECUS), *args, "--out", out))
+    return out
+
+
+def client(car: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    text = (car / "client.toml").read_text()
+    server = url.removesuffix("/repo")
+    (car / "client.toml").write_text(
+        "\n".join(
+            f'server = "{server}"' if line.startswith("server = ") else line
+            for line in text.splitlines()
+        )
+        + "\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "ota_client", "-c", str(car / "client.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def status(car: Path, url: str) -> dict[str, Any]:
+    result = client(car, url, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def installed(car: Path, url: str) -> dict[str, str | None]:
+    return {e["ecu"]: (e["installed"] or {}).get("version") for e in status(car, url)["ecus"]}
+
+
+def test_a_two_ecu_vehicle_installs_its_assigned_bundle(home: Path, tmp_path: Path) -> None:
+    car = provision(home, tmp_path)
+    assert (car / "slots/HU-1-a.img").read_bytes() == (
+        EXAMPLES / "images/head-unit-2.0.0.img"
+    ).read_bytes()
+    with serve(home, "--tls") as url:
+        assert url.startswith("https://")
+        result = client(car, url, "update")
+        assert result.returncode == 0, result.stderr
+        assert installed(car, url) == {"HU-1": None, "TCU-1": None}  # nothing assigned yet
+        out = json.loads(ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0", "--json")).stdout)
+        assert [e["serial"] for e in out["ecus"]] == ["HU-1", "TCU-1"]
+        result = client(car, url, "update")
+        assert result.returncode == 0, result.stderr
+        assert installed(car, url) == {"HU-1": "2.1.0", "TCU-1": "2.1.0"}
+
+
+def test_one_ecu_failing_its_trial_rolls_both_back(home: Path, tmp_path: Path) -> None:
+    car = provision(home, tmp_path)
+    with (car / "client.toml").open("a") as f:  # the last [[ecus]] section is TCU-1's
+        f.write('[[ecus.health]]\ncommand = ["false"]\n')
+    ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0"))
+    with serve(home, "--tls") as url:
+        result = client(car, url, "update")
+        assert result.returncode != 0
+        doc = status(car, url)
+    assert {e["ecu"]: e["active_slot"] for e in doc["ecus"]} == {"HU-1": "a", "TCU-1": "a"}
+    assert all(e["rejected"] for e in doc["ecus"])  # given up on both: not retried in a loop
+
+
+def _request(url: str, path: str, car: Path | None, ca: Path) -> int:
+    context = ssl.create_default_context(cafile=str(ca))
+    if car is not None:
+        context.load_cert_chain(car / "vehicle.pem", car / "vehicle.key")
+    host, port = url.removeprefix("https://").split("/")[0].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_vehicle_reads_only_its_own_metadata(home: Path, tmp_path: Path) -> None:
+    one = provision(home, tmp_path, "VIN0001")
+    provision(home, tmp_path, "VIN0002", "--ecu", "HU-2:hu-imx8", "--ecu", "TCU-2:tcu-9150")
+    ca = one / "ca.pem"
+    with serve(home, "--tls") as url:
+        own = "/director/VIN0001/metadata/timestamp.json"
+        other = "/director/VIN0002/metadata/timestamp.json"
+        assert _request(url, own, one, ca) == 200
+        assert _request(url, other, one, ca) == 403
+        assert _request(url, own, None, ca) == 403  # no certificate
+        ok(ota(home, "vehicle", "revoke", "VIN0001"))
+        assert _request(url, own, one, ca) == 403
+        assert client(one, url, "update").returncode != 0
+    assert "already revoked" in ok(ota(home, "vehicle", "revoke", "VIN0001")).stdout
+
+
+def _forge(home: Path, assignment: Assignment) -> None:
+    """Store Director metadata signed with the Director's own keys (a compromised Director),
+    labelled as the server's current content so that it serves it as it is."""
+    config = load_config(home)
+    director = open_home(config, "director", lambda _new: b"")
+
+    async def run() -> None:
+        database = await open_database(url_for(config))
+        async with database.sessions() as session, session.begin():
+            row = await session.get(DirectorMetadata, assignment.vehicle)
+            assert row is not None
+            previous = SignedVehicle(
+                row.version, row.targets, row.snapshot, row.timestamp, row.signed_at, "", -1
+            )
+            signed = sign_vehicle(
+                assignment,
+                previous,
+                latest_root(director.files),
+                RoleSigning(director.keys),
+                director.policy,
+                datetime.now(UTC),
+            )
+            row.version = signed.version
+            row.targets, row.snapshot, row.timestamp = (
+                signed.targets,
+                signed.snapshot,
+                signed.timestamp,
+            )
+            row.content = content_digest(Assignment(assignment.vehicle))  # what it "should" be
+        await database.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("attack", ["not in the Image repository", "release counter differs"])
+def test_the_directors_keys_alone_install_nothing(home: Path, tmp_path: Path, attack: str) -> None:
+    car = provision(home, tmp_path)
+    image = (EXAMPLES / "images/telematics-2.1.0.bin").read_bytes()
+    digest = hashlib.sha256(image).hexdigest()
+    target = "tcu-9150/evil.bin" if attack.startswith("not") else "tcu-9150/telematics-2.1.0.bin"
+    counter = 2 if attack.startswith("not") else 3
+    forged = Assignment(
+        "VIN0001",
+        (
+            EcuAssignment(
+                "TCU-1",
+                target,
+                len(image),
+                {"sha256": digest},
+                ("tcu-9150",),
+                counter,
+                Payload(target, len(image), digest, "full"),
+            ),
+        ),
+    )
+    with serve(home, "--tls") as url:
+        assert client(car, url, "update").returncode == 0  # stores the vehicle's metadata row
+        _forge(home, forged)
+        result = client(car, url, "update")
+        assert result.returncode == 7, result.stderr  # a security failure
+        assert attack in result.stderr
+        doc = status(car, url)
+    assert {e["ecu"]: e["active_slot"] for e in doc["ecus"]} == {"HU-1": "a", "TCU-1": "a"}
+    assert doc["security"], "the attack is recorded"
+
+
+def test_assignments_that_cannot_work_are_refused(home: Path, tmp_path: Path) -> None:
+    provision(home, tmp_path, "VIN0001", "--ecu", "HU-1:hu-imx8", factory=False)  # no TCU
+    for args, message in [
+        (("VIN0001", "infotainment@9.9"), "no release infotainment@9.9"),
+        (("VIN0001", "infotainment@2.1.0"), "does not fit VIN0001"),
+        (("VIN0009", "infotainment@2.1.0"), "no vehicle VIN0009"),
+        (("VIN0001", "infotainment"), "BUNDLE@VERSION"),
+    ]:
+        assert message in one_line_error(ota(home, "assign", *args))
+    line = one_line_error(
+        ota(home, "vehicle", "provision", "VIN0001", *ECUS, "--out", tmp_path / "x")
+    )
+    assert "already provisioned" in line and not (tmp_path / "x").exists()
+    assert "VIN0001" in ok(ota(home, "vehicle", "list")).stdout
