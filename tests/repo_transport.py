@@ -47,6 +47,11 @@ class RepoTransport:
             raise EndlessDataError(f"{url}: longer than the allowed {max_length} bytes")
         return data
 
+    def revalidate(
+        self, url: str, *, max_length: int, etag: str | None
+    ) -> tuple[bytes | None, str | None]:
+        return self.get(url, max_length=max_length), None
+
     def download(
         self,
         url: str,

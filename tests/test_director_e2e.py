@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from ota_client.agent.manifest import ManifestMaker
+from ota_client.agent.records import VehicleState
+from ota_client.config import load_config as load_client_config
 from ota_client.metadata.assignment import Assignment, EcuAssignment, Payload
 from ota_server.config import load_config
 from ota_server.director.sign import SignedVehicle, content_digest, sign_vehicle
@@ -104,6 +107,12 @@ def test_a_two_ecu_vehicle_installs_its_assigned_bundle(home: Path, tmp_path: Pa
         result = client(car, url, "update")
         assert result.returncode == 0, result.stderr
         assert installed(car, url) == {"HU-1": "2.1.0", "TCU-1": "2.1.0"}
+    # The vehicle's signed version manifest told the server what each ECU runs now.
+    shown = json.loads(ok(ota(home, "vehicle", "show", "VIN0001", "--json")).stdout)
+    assert [(e["installed"], e["release_counter"]) for e in shown["ecus"]] == [
+        ("hu-imx8/head-unit-2.1.0.img", 2),
+        ("tcu-9150/telematics-2.1.0.bin", 2),
+    ]
 
 
 def test_one_ecu_failing_its_trial_rolls_both_back(home: Path, tmp_path: Path) -> None:
@@ -119,17 +128,43 @@ def test_one_ecu_failing_its_trial_rolls_both_back(home: Path, tmp_path: Path) -
     assert all(e["rejected"] for e in doc["ecus"])  # given up on both: not retried in a loop
 
 
-def _request(url: str, path: str, car: Path | None, ca: Path) -> int:
+def _request(url: str, path: str, car: Path | None, ca: Path, body: bytes | None = None) -> int:
     context = ssl.create_default_context(cafile=str(ca))
     if car is not None:
         context.load_cert_chain(car / "vehicle.pem", car / "vehicle.key")
     host, port = url.removeprefix("https://").split("/")[0].split(":")
     conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET" if body is None else "POST", path, body=body)
         return conn.getresponse().status
     finally:
         conn.close()
+
+
+def test_version_manifests_are_checked_against_the_inventory(home: Path, tmp_path: Path) -> None:
+    one = provision(home, tmp_path, "VIN0001")
+    two = provision(home, tmp_path, "VIN0002", "--ecu", "HU-2:hu-imx8", "--ecu", "TCU-2:tcu-9150")
+    maker = ManifestMaker(load_client_config(one / "client.toml"))
+    manifest = maker.make(VehicleState(), 1_800_000_000.0)
+    path = "/api/v1/vehicles/VIN0001/manifest"
+    with serve(home, "--tls") as url:
+        ca = one / "ca.pem"
+        assert _request(url, path, one, ca, manifest) == 200
+        assert _request(url, path, one, ca, manifest) == 400  # replayed
+        newer = json.loads(maker.make(VehicleState(), 1_800_000_001.0))
+        assert _request(url, path, two, ca, json.dumps(newer).encode()) == 403  # not its VIN
+        forged = json.loads(json.dumps(newer))
+        forged["signed"]["ecu_version_reports"]["TCU-1"]["signed"]["attacks_detected"] = "x"
+        assert _request(url, path, one, ca, json.dumps(forged).encode()) == 400  # bad signature
+        other = ManifestMaker(load_client_config(two / "client.toml"))
+        theirs = json.loads(other.make(VehicleState(), 1_800_000_002.0))
+        assert _request(url, path, one, ca, json.dumps(theirs).encode()) == 400  # VIN0002's
+        unknown = json.loads(json.dumps(newer))
+        reports = unknown["signed"]["ecu_version_reports"]
+        reports["ECU-X"] = reports["TCU-1"]
+        assert _request(url, path, one, ca, json.dumps(unknown).encode()) == 400
+        assert _request(url, path, one, ca, b"{" * 100) == 400
+        assert _request(url, path, one, ca, json.dumps(newer).encode()) == 200  # still fine
 
 
 def test_a_vehicle_reads_only_its_own_metadata(home: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ tampered target, an expired timestamp, a replayed timestamp and a rolled-back sn
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,3 +188,44 @@ def test_rejects_a_timestamp_signed_by_a_retired_key(published_home: Path, tmp_p
         client = updater(published_home, url, tmp_path / "c")
         with pytest.raises(exceptions.UnsignedMetadataError):
             client.refresh()
+
+
+class CountingTransport(HttpTransport):
+    """The vehicle's transport, recording what each timestamp poll cost."""
+
+    def __init__(self, net: NetworkConfig) -> None:
+        super().__init__(net)
+        self.polls: list[str] = []
+
+    def revalidate(
+        self, url: str, *, max_length: int, etag: str | None
+    ) -> tuple[bytes | None, str | None]:
+        body, new = super().revalidate(url, max_length=max_length, etag=etag)
+        self.polls.append("304" if body is None else "200")
+        return body, new
+
+
+def test_an_unchanged_poll_is_a_304_and_a_change_is_seen(
+    published_home: Path, tmp_path: Path
+) -> None:
+    with serve(published_home, "--no-refresh") as url:
+        transport = CountingTransport(NetworkConfig(allow_insecure_http=True))
+        md = tmp_path / "c" / "md"
+
+        def poll() -> None:
+            fetcher = TransportFetcher(transport, md)
+            updater(published_home, url, tmp_path / "c", fetcher=fetcher).refresh()
+
+        poll()
+        poll()  # nothing changed: 304, and python-tuf re-judges its own trusted copy
+        ok(ota(published_home, "repo", "refresh", "--force"))
+        poll()  # a new timestamp: fetched and trusted
+        assert transport.polls == ["200", "304", "200"]
+        version = json.loads((md / "timestamp.json").read_bytes())["signed"]["version"]
+        served = json.loads((published_home / "repo/metadata/timestamp.json").read_bytes())
+        assert version == served["signed"]["version"]
+        # A damaged ETag file, or one naming another body, is never trusted: a full fetch.
+        (md / "timestamp.etag").write_text('"x" ' + "0" * 64)
+        poll()
+        assert transport.polls[-1] == "200"
+        transport.close()

@@ -32,6 +32,7 @@ from pathlib import Path
 from ota_client.agent import backoff, recovery
 from ota_client.agent import machine as m
 from ota_client.agent.health import run_checks
+from ota_client.agent.manifest import ManifestMaker
 from ota_client.agent.plan import Candidate, EcuFacts, InstallPlan, plan_assigned, plan_install
 from ota_client.agent.records import Image, Job, Phase, Step, VehicleState
 from ota_client.agent.store import Outbox, StateStore, clean_staged, clean_temporaries
@@ -106,6 +107,7 @@ class VehicleAgent:
         self._transport = transport
         self._repo: TufRepository | None = None
         self._director: DirectorRepository | None = None
+        self.manifests = ManifestMaker(config)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -528,7 +530,19 @@ class VehicleAgent:
         self.outbox.put([report], now)
 
     def flush(self) -> None:
-        """Deliver queued reports, oldest first; what the server did not take stays queued."""
+        """Deliver queued reports, oldest first (what the server did not take stays queued),
+        then, in director mode, the signed version manifest of what every ECU runs now."""
+        self._flush_reports()
+        if self.config.mode == "director":
+            try:
+                body = self.manifests.make(self.state, self.clock())
+                status = self.transport.post_json(self.config.manifest_url, body)
+                if status >= 400:
+                    log.warning("version manifest refused: HTTP %s", status)
+            except ClientError as e:
+                log.info("version manifest not sent: %s", e)
+
+    def _flush_reports(self) -> None:
         now = self.clock()
         reports = self.outbox.items(now)
         if not reports:

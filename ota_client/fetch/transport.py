@@ -58,6 +58,12 @@ class Transport(Protocol):
     def get(self, url: str, *, max_length: int) -> bytes:
         """The body of a 200 answer, at most ``max_length`` bytes."""
 
+    def revalidate(
+        self, url: str, *, max_length: int, etag: str | None
+    ) -> tuple[bytes | None, str | None]:
+        """As ``get`` with ``If-None-Match: etag``: (None, etag) when the server answers 304
+        Not Modified, else the body and its new ETag."""
+
     def download(
         self,
         url: str,
@@ -179,22 +185,41 @@ class HttpTransport:
         async def work() -> bytes:
             session = await self._session_()
             async with session.get(url, headers=self._headers, allow_redirects=False) as r:
-                if r.status != 200:
+                return await self._body(url, r, max_length)
+
+        return self._run(url, self.net.request_deadline, work)
+
+    async def _body(self, url: str, r: aiohttp.ClientResponse, max_length: int) -> bytes:
+        """The body of a 200 answer, read with the caps and the speed meter."""
+        if r.status != 200:
+            await _drain(r)
+            raise HttpStatusError(f"{url}: HTTP {r.status}", r.status)
+        if r.content_length is not None and r.content_length > max_length:
+            r.close()
+            raise EndlessDataError(f"{url}: longer than the allowed {max_length} bytes")
+        meter, body = _Meter(url, self.net), bytearray()
+        async for chunk in r.content.iter_any():
+            body += chunk
+            if len(body) > max_length:
+                r.close()
+                raise EndlessDataError(
+                    f"{url}: the server sent more than the allowed {max_length} bytes"
+                )
+            meter.add(len(chunk))
+        return bytes(body)
+
+    def revalidate(
+        self, url: str, *, max_length: int, etag: str | None
+    ) -> tuple[bytes | None, str | None]:
+        headers = dict(self._headers) if etag is None else {**self._headers, "If-None-Match": etag}
+
+        async def work() -> tuple[bytes | None, str | None]:
+            session = await self._session_()
+            async with session.get(url, headers=headers, allow_redirects=False) as r:
+                if r.status == 304 and etag is not None:
                     await _drain(r)
-                    raise HttpStatusError(f"{url}: HTTP {r.status}", r.status)
-                if r.content_length is not None and r.content_length > max_length:
-                    r.close()
-                    raise EndlessDataError(f"{url}: longer than the allowed {max_length} bytes")
-                meter, body = _Meter(url, self.net), bytearray()
-                async for chunk in r.content.iter_any():
-                    body += chunk
-                    if len(body) > max_length:
-                        r.close()
-                        raise EndlessDataError(
-                            f"{url}: the server sent more than the allowed {max_length} bytes"
-                        )
-                    meter.add(len(chunk))
-                return bytes(body)
+                    return None, etag
+                return await self._body(url, r, max_length), r.headers.get("ETag")
 
         return self._run(url, self.net.request_deadline, work)
 

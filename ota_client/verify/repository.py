@@ -82,7 +82,7 @@ class TufRepository:
                     metadata_dir=str(self.metadata_dir),
                     metadata_base_url=f"{base}/metadata/",
                     target_base_url=f"{base}/targets/",
-                    fetcher=TransportFetcher(transport),
+                    fetcher=TransportFetcher(transport, self.metadata_dir),
                     config=config,
                     bootstrap=trusted_root,
                 )

@@ -42,6 +42,7 @@ TARGET_PATH = 255
 HEX_DIGEST = 64  # sha256 and key ids, hex
 REPORT_ID = 64  # reports use 32 hex digits today
 EVENT_KIND = 32
+ATTACK = 256  # an ECU's attacks_detected text
 ACTOR = 128  # who made a change: 'cli', 'token:<name>', 'rollout:<id>'
 
 NAMING = {
@@ -114,6 +115,9 @@ class Ecu(Base):
     installed_sha256: Mapped[str | None] = mapped_column(String(HEX_DIGEST))
     release_counter: Mapped[int | None] = mapped_column(BigInteger())
     reported_at: Mapped[datetime | None]
+    # The counter of its last accepted signed version report (each must be higher).
+    report_counter: Mapped[int | None] = mapped_column(BigInteger())
+    attacks_detected: Mapped[str | None] = mapped_column(String(ATTACK))
 
 
 class Event(Base):

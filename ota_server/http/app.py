@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ota_client.metadata.manifest import MAX_MANIFEST_BYTES
 from ota_server.config import ServerConfig
 from ota_server.director.service import DirectorKeys, ImageCatalog
 from ota_server.errors import DatabaseError, InputError, OtaError, RepositoryStateError
@@ -28,7 +29,7 @@ from ota_server.fleet.events import EventStore
 from ota_server.fleet.jsonl_import import import_jsonl
 from ota_server.fleet.report_policy import ReportLimits
 from ota_server.http import director as director_http
-from ota_server.http import events
+from ota_server.http import events, manifest
 from ota_server.http.appkeys import (
     CONFIG,
     DATABASE,
@@ -142,8 +143,10 @@ def create_app(
     tls: bool = False,
 ) -> web.Application:
     limits = reports or ReportLimits()
-    # No route takes a body larger than a report; aiohttp refuses larger ones with 413.
-    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.body_bytes)
+    # No route takes a body larger than a report or a manifest (each route caps its own);
+    # aiohttp refuses larger ones with 413.
+    largest = max(limits.body_bytes, MAX_MANIFEST_BYTES)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=largest)
     app[CONFIG] = config
     app[ETAGS] = EtagCache()
     if image is not None:
@@ -156,6 +159,7 @@ def create_app(
     app.router.add_get("/repo/targets/{path:.+}", targets)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/director/{vin}/metadata/{name}", director_http.metadata)
+    app.router.add_post("/api/v1/vehicles/{vin}/manifest", manifest.post_manifest)
     app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
     app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
     app.cleanup_ctx.append(_fleet(limits))

@@ -32,7 +32,7 @@ def _vehicle(request: web.Request) -> str:
         ) from None
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     chunks: list[bytes] = []
@@ -51,7 +51,7 @@ async def _body(request: web.Request, limit: int) -> bytes:
 async def post_event(request: web.Request) -> web.Response:
     vehicle = _vehicle(request)
     store = request.app[EVENTS]
-    body = await _body(request, store.limits.body_bytes)
+    body = await read_body(request, store.limits.body_bytes)
     try:
         report = parse_report(body, vehicle, store.limits)
     except ReportError as e:

@@ -1,4 +1,4 @@
-"""The Director: each vehicle's assignment and its signed metadata.
+"""The Director: each vehicle's assignment and its signed metadata; ECU report counters.
 
 Revision ID: 0002
 Revises: 0001
@@ -23,6 +23,8 @@ def _vin() -> sa.Column[str]:
 
 
 def upgrade() -> None:
+    op.add_column("ecus", sa.Column("report_counter", sa.BigInteger(), nullable=True))
+    op.add_column("ecus", sa.Column("attacks_detected", sa.String(256), nullable=True))
     op.create_table(
         "assignments",
         _vin(),
@@ -55,3 +57,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("director_metadata")
     op.drop_table("assignments")
+    with op.batch_alter_table("ecus") as batch:
+        batch.drop_column("attacks_detected")
+        batch.drop_column("report_counter")
