@@ -14,7 +14,7 @@ TUFJS_DIR ?= $(CURDIR)/.tufjs
 GUEST_DIR ?= $(CURDIR)/.guest
 
 .PHONY: test lint demo tufjs guest clean bench-publish bench-delta bench-powercut bench-install \
-	bench-boot system-tools
+	bench-boot bench-director system-tools
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,3 +97,6 @@ bench-boot: $(STAMP) system-tools guest
 
 bench-install: $(STAMP)
 	$(BIN)/python -m bench.install
+
+bench-director: $(STAMP)
+	$(BIN)/python -m bench.director

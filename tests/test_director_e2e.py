@@ -33,7 +33,7 @@ from ota_server.fleet.schema import DirectorMetadata
 from ota_server.repository.home import open_home
 from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
-from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve
+from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve, use_database
 
 ECUS = ("--ecu", "HU-1:hu-imx8:primary", "--ecu", "TCU-1:tcu-9150")
 
@@ -48,8 +48,10 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path, _template: Path) -> Path:
+def home(tmp_path: Path, _template: Path, database_url: str) -> Path:
+    """The home on its own fleet database: every test here runs on SQLite and PostgreSQL."""
     shutil.copytree(_template, tmp_path / "home")
+    use_database(tmp_path / "home", database_url)
     return tmp_path / "home"
 
 
