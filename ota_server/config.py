@@ -34,6 +34,7 @@ REFRESH_INTERVAL = (1.0, 86400.0)  # seconds
 MAX_HOST = 253
 MAX_DATABASE_URL = 1024
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 
 DEFAULT_EXPIRY_DAYS: Mapping[str, float] = {
@@ -150,6 +151,10 @@ class ServeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     refresh_interval: float = 600.0  # seconds between online-role refresh checks
+    # Behind a TLS-terminating proxy: the header it puts the client certificate's CN in,
+    # believed only from these addresses (IP addresses or networks).
+    identity_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,12 @@ def check_database_url(value: str) -> str:
     return value
 
 
+def check_header(value: str) -> str:
+    if not _HEADER.fullmatch(value):
+        raise FormatError("must be an HTTP header name (letters, digits and -)")
+    return value
+
+
 def _expiry(r: Reader, defaults: Mapping[str, float] = DEFAULT_EXPIRY_DAYS) -> ExpiryPolicy:
     days = dict(defaults)
     table = r.table("expiry_days", {})
@@ -240,7 +251,16 @@ def _serve(r: Reader) -> ServeConfig:
             low=REFRESH_INTERVAL[0],
             high=REFRESH_INTERVAL[1],
         ),
+        identity_header=r.string("identity_header", None, max_len=64, check=check_header),
+        trusted_proxies=r.strings("trusted_proxies", (), max_items=64, min_items=0),
     )
+    for i, network in enumerate(config.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise r.fail(f"trusted_proxies[{i}]", "is not an IP address or network") from None
+    if (config.identity_header is None) != (not config.trusted_proxies):
+        raise FormatError("[serve] identity_header and trusted_proxies go together")
     r.done()
     return config
 

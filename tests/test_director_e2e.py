@@ -265,3 +265,30 @@ def test_assignments_that_cannot_work_are_refused(home: Path, tmp_path: Path) ->
     )
     assert "already provisioned" in line and not (tmp_path / "x").exists()
     assert "VIN0001" in ok(ota(home, "vehicle", "list")).stdout
+
+
+def _plain(url: str, path: str, headers: dict[str, str]) -> int:
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("proxies", ['["127.0.0.1"]', '["10.0.0.0/8"]'])
+def test_behind_a_proxy_the_identity_header_counts_only_from_the_proxy(
+    home: Path, tmp_path: Path, proxies: str
+) -> None:
+    provision(home, tmp_path, "VIN0001")
+    with (home / "config.toml").open("a") as f:
+        f.write(f'[serve]\nidentity_header = "X-Client-CN"\ntrusted_proxies = {proxies}\n')
+    trusted = "127.0.0.1" in proxies
+    path = "/director/VIN0001/metadata/timestamp.json"
+    with serve(home) as url:  # plain HTTP on loopback, as behind nginx
+        assert _plain(url, path, {"X-Client-CN": "VIN0001"}) == (200 if trusted else 403)
+        assert _plain(url, path, {"X-Client-CN": "VIN0002"}) == 403
+        assert _plain(url, path, {}) == 403
+    (home / "config.toml").write_text('[serve]\nidentity_header = "X"\n')  # no proxies
+    assert "go together" in one_line_error(ota(home, "serve", "--insecure-http"))

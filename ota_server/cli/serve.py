@@ -148,7 +148,8 @@ def serve(
             check_host(host)
         except FormatError as e:
             raise click.BadParameter(f"{show(host)} {e}", param_hint="'--host'") from None
-    serve_config = ServeConfig(
+    serve_config = replace(
+        base,
         host=host or base.host,
         port=base.port if port is None else port,
         tls_cert=tls_cert or base.tls_cert,

@@ -38,8 +38,10 @@ from ota_server.http.appkeys import (
     EVENTS,
     IMAGE,
     IMAGE_CATALOG,
+    PROXY,
     TLS,
 )
+from ota_server.http.identity import ProxyTrust
 from ota_server.http.static import EtagCache, resolve, send_file
 from ota_server.repository.home import RepositoryHome, reading
 from ota_server.repository.lifecycle import refresh_repository
@@ -155,6 +157,9 @@ def create_app(
         app[DIRECTOR] = DirectorKeys(director)
     app[IMAGE_CATALOG] = ImageCatalog(image or reading(config.layout.image, config.expiry))
     app[TLS] = tls
+    proxy = ProxyTrust.of(config.serve.identity_header, config.serve.trusted_proxies)
+    if proxy is not None:
+        app[PROXY] = proxy
     app.router.add_get("/repo/metadata/{name}", metadata)
     app.router.add_get("/repo/targets/{path:.+}", targets)
     app.router.add_get("/healthz", healthz)

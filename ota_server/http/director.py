@@ -19,7 +19,15 @@ from aiohttp import web
 
 from ota_client.metadata import MetadataFormatError, check_identifier
 from ota_server.director.service import vehicle_metadata
-from ota_server.http.appkeys import CONFIG, DATABASE, DIRECTOR, ETAGS, IMAGE_CATALOG, TLS
+from ota_server.http.appkeys import (
+    CONFIG,
+    DATABASE,
+    DIRECTOR,
+    ETAGS,
+    IMAGE_CATALOG,
+    PROXY,
+    TLS,
+)
 from ota_server.http.conditional import plan_reply
 from ota_server.http.identity import vehicle_identity
 from ota_server.http.static import resolve, send_file
@@ -33,7 +41,8 @@ def vin_of(request: web.Request) -> str:
         vin = check_identifier("vehicle id", request.match_info["vin"])
     except MetadataFormatError:
         raise web.HTTPNotFound() from None
-    if request.app[TLS] and vehicle_identity(request) != vin:
+    proxy = request.app.get(PROXY)
+    if (request.app[TLS] or proxy is not None) and vehicle_identity(request, proxy) != vin:
         raise web.HTTPForbidden(text="this certificate is not the vehicle's")
     return vin
 
