@@ -63,7 +63,7 @@ from ota_server.payload import generate as generate_module
 from ota_server.payload.generate import generate, workers
 from ota_server.repository.transaction import journal_from_data
 from tests import mutate
-from tests.helpers import ok, ota, serve, write_manifest
+from tests.helpers import EXAMPLES, make_home, ok, ota, serve, write_manifest
 from tests.hostile import (
     ERROR_LINE,
     SPECIALS,
@@ -1626,3 +1626,99 @@ def test_hypothesis_config_text(text: str) -> None:
         for days in config.expiry.days.values():
             assert math.isfinite(days) and days > 0
         assert math.isfinite(config.deltas.max_ratio)
+
+
+# == signed version manifests ====================================================================
+
+
+@pytest.fixture(scope="module")
+def fleet_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A home with one provisioned two-ECU vehicle, and a valid manifest of it."""
+    from ota_client.agent.manifest import ManifestMaker
+    from ota_client.agent.records import VehicleState
+    from ota_client.config import load_config as load_client_config
+
+    root = tmp_path_factory.mktemp("fleet")
+    home = make_home(root, EXAMPLES / "infotainment-2.0.0.toml")
+    car = root / "car"
+    ok(ota(home, "vehicle", "provision", "VIN0001", "--ecu", "HU-1:hu-imx8", "--ecu",
+           "TCU-1:tcu-9150", "--out", car))  # fmt: skip
+    maker = ManifestMaker(load_client_config(car / "client.toml"))
+    return home, maker.make(VehicleState(), 1_800_000_000.0)
+
+
+def _mutations(doc: Any) -> st.SearchStrategy[Any]:
+    """``doc`` with one value anywhere in it replaced by hostile JSON."""
+    paths: list[tuple[Any, ...]] = []
+
+    def walk(value: Any, path: tuple[Any, ...]) -> None:
+        paths.append(path)
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(child, (*path, key))
+        elif isinstance(value, list):
+            for i, child in enumerate(value):
+                walk(child, (*path, i))
+
+    walk(doc, ())
+    hostile = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+        | st.sampled_from(["", "VIN0001", "HU-1", "0" * 64, 2**64, -1]),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+        max_leaves=8,
+    )  # fmt: skip
+
+    def replace(path: tuple[Any, ...], value: Any) -> Any:
+        copy = json.loads(json.dumps(doc))
+        if not path:
+            return value
+        target = copy
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return copy
+
+    return st.builds(replace, st.sampled_from(paths), hostile)
+
+
+def test_manifest_bodies_are_refused_cleanly(
+    fleet_home: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Every field of a valid signed manifest replaced by hostile JSON: 400 (or 413), never a
+    5xx, and nothing stored; the valid one is then still accepted."""
+    template, valid = fleet_home
+    home = tmp_path / "home"
+    shutil.copytree(template, home)
+    bodies: list[bytes] = []
+
+    @FAST
+    @given(_mutations(json.loads(valid)))
+    def collect(doc: Any) -> None:
+        bodies.append(json.dumps(doc).encode())
+
+    collect()
+    bodies += [b"", b"[]", b"{" * 5000, b"\xff" * 10, b"x" * (300 << 10)]
+    path = "/api/v1/vehicles/VIN0001/manifest"
+
+    def same(body: bytes) -> bool:  # a "mutation" that put back the value it replaced
+        try:
+            return bool(json.loads(body) == json.loads(valid))
+        except ValueError:
+            return False
+
+    async def scenario(client: TestClient[web.Request, web.Application]) -> None:
+        accepted = 0
+        for body in bodies:
+            response = await client.post(path, data=body)
+            text = await response.text()
+            _no_5xx(response.status, body[:80].decode(errors="replace"))
+            assert "Traceback" not in text
+            if same(body) and not accepted:
+                assert response.status == 200, text[:200]
+                accepted += 1
+            else:  # altered, or the valid one again: a replay
+                assert response.status in (400, 413), (response.status, text[:200])
+        response = await client.post(path, data=valid)
+        assert response.status == (400 if accepted else 200), await response.text()
+
+    run_app(home, scenario)
