@@ -292,3 +292,64 @@ def test_behind_a_proxy_the_identity_header_counts_only_from_the_proxy(
         assert _plain(url, path, {}) == 403
     (home / "config.toml").write_text('[serve]\nidentity_header = "X"\n')  # no proxies
     assert "go together" in one_line_error(ota(home, "serve", "--insecure-http"))
+
+
+def _api(
+    url: str, method: str, path: str, ca: Path, token: str | None = None, body: Any = None,
+    car: Path | None = None,
+) -> tuple[int, Any]:  # fmt: skip
+    context = ssl.create_default_context(cafile=str(ca))
+    if car is not None:
+        context.load_cert_chain(car / "vehicle.pem", car / "vehicle.key")
+    host, port = url.removeprefix("https://").split("/")[0].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body))
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        text = response.read().decode()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text
+    finally:
+        conn.close()
+
+
+def test_operators_need_a_token_whose_role_allows_the_action(home: Path, tmp_path: Path) -> None:
+    car = provision(home, tmp_path, "VIN0001")
+    reader = ok(ota(home, "token", "create", "grafana", "--role", "read-only")).stdout.strip()
+    made = json.loads(ok(ota(home, "token", "create", "alice", "--role", "fleet-operator",
+                             "--json")).stdout)  # fmt: skip
+    operator = made["token"]
+    listing = ok(ota(home, "token", "list", "--json")).stdout
+    assert operator not in listing and reader not in listing
+    assert "exists" in one_line_error(ota(home, "token", "create", "alice", "--role", "read-only"))
+    ca = car / "ca.pem"
+    assignment = "/api/v1/vehicles/VIN0001/assignment"
+    with serve(home, "--tls") as url:
+        assert _api(url, "GET", "/api/v1/vehicles", ca)[0] == 401
+        assert _api(url, "GET", "/api/v1/vehicles", ca, "ota_1_" + "A" * 43)[0] == 401
+        status, vehicles = _api(url, "GET", "/api/v1/vehicles", ca, reader)
+        assert status == 200 and [v["vin"] for v in vehicles] == ["VIN0001"]
+        status, shown = _api(url, "GET", "/api/v1/vehicles/VIN0001", ca, reader)
+        assert status == 200 and [e["serial"] for e in shown["ecus"]] == ["HU-1", "TCU-1"]
+        release = {"release": "infotainment@2.1.0"}
+        assert _api(url, "PUT", assignment, ca, reader, release)[0] == 403
+        status, out = _api(url, "PUT", assignment, ca, operator, release)
+        assert status == 200 and out["release"] == "infotainment@2.1.0"
+        for bad in ({"release": "infotainment@9"}, {"x": 1}, b"{", b"[]"):
+            assert _api(url, "PUT", assignment, ca, operator, bad)[0] == 400
+        assert _api(url, "DELETE", assignment, ca, operator)[1] == {
+            "vin": "VIN0001",
+            "unassigned": True,
+        }
+        # Events: the vehicle posts only its own; reading them needs the vehicle or a token.
+        events = "/api/v1/vehicles/VIN0002/events"
+        assert _api(url, "GET", events, ca, car=car)[0] == 401
+        assert _api(url, "GET", events, ca, reader)[0] == 200
+        assert _api(url, "POST", events, ca, body={"x": 1}, car=car)[0] == 403
+        ok(ota(home, "token", "revoke", "alice"))
+        assert _api(url, "DELETE", assignment, ca, operator)[0] == 401
+    assert "no active token" in one_line_error(ota(home, "token", "revoke", "alice"))

@@ -24,6 +24,7 @@ from ota_server.cli.payload import payload
 from ota_server.cli.release import release
 from ota_server.cli.repo import repo
 from ota_server.cli.serve import serve
+from ota_server.cli.token import token
 from ota_server.cli.vehicle import assign, unassign, vehicle
 from ota_server.errors import OtaError
 
@@ -109,3 +110,4 @@ main.add_command(db)
 main.add_command(vehicle)
 main.add_command(assign)
 main.add_command(unassign)
+main.add_command(token)

@@ -172,3 +172,18 @@ class DirectorMetadata(Base):
     signed_at: Mapped[datetime]
     content: Mapped[str] = mapped_column(String(HEX_DIGEST))
     root_version: Mapped[int] = mapped_column(Integer())
+
+
+class Token(Base):
+    """An operator's API token: only the sha256 of its secret is kept (``fleet.tokens``)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    name: Mapped[str] = mapped_column(String(IDENTIFIER), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    secret_sha256: Mapped[str] = mapped_column(String(HEX_DIGEST))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

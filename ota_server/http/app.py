@@ -29,7 +29,7 @@ from ota_server.fleet.events import EventStore
 from ota_server.fleet.jsonl_import import import_jsonl
 from ota_server.fleet.report_policy import ReportLimits
 from ota_server.http import director as director_http
-from ota_server.http import events, manifest
+from ota_server.http import events, manifest, operators
 from ota_server.http.appkeys import (
     CONFIG,
     DATABASE,
@@ -165,6 +165,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/director/{vin}/metadata/{name}", director_http.metadata)
     app.router.add_post("/api/v1/vehicles/{vin}/manifest", manifest.post_manifest)
+    operators.routes(app)
     app.router.add_post("/api/v1/vehicles/{vehicle_id}/events", events.post_event)
     app.router.add_get("/api/v1/vehicles/{vehicle_id}/events", events.get_events)
     app.cleanup_ctx.append(_fleet(limits))

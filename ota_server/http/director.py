@@ -35,15 +35,27 @@ from ota_server.http.static import resolve, send_file
 _ROLE_FILE = re.compile(r"([1-9][0-9]{0,18})\.(snapshot|targets)\.json")
 
 
+def is_vehicle(request: web.Request, vin: str) -> bool:
+    """Whether the caller is vehicle ``vin``: its certificate (or its trusted proxy's header);
+    on a server started with --insecure-http and no proxy, every caller is."""
+    proxy = request.app.get(PROXY)
+    if not request.app[TLS] and proxy is None:
+        return True
+    return vehicle_identity(request, proxy) == vin
+
+
+def check_vehicle(request: web.Request, vin: str) -> None:
+    if not is_vehicle(request, vin):
+        raise web.HTTPForbidden(text="this certificate is not the vehicle's")
+
+
 def vin_of(request: web.Request) -> str:
     """The path's VIN, and only for that vehicle's own certificate."""
     try:
         vin = check_identifier("vehicle id", request.match_info["vin"])
     except MetadataFormatError:
         raise web.HTTPNotFound() from None
-    proxy = request.app.get(PROXY)
-    if (request.app[TLS] or proxy is not None) and vehicle_identity(request, proxy) != vin:
-        raise web.HTTPForbidden(text="this certificate is not the vehicle's")
+    check_vehicle(request, vin)
     return vin
 
 

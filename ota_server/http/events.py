@@ -8,19 +8,22 @@ and retries), 503 the database is unavailable (``DatabaseError``, mapped by the 
 middleware). No body, however hostile, gets another 5xx. GET lists the vehicle's stored
 reports, oldest first, each with ``received`` (seconds since the epoch, server clock).
 
-Deliberately minimal until vehicle authentication lands: it trusts the vehicle id in the path,
-as DESIGN §6 will not.
+Only the vehicle itself may post its reports (its certificate, as for its Director metadata:
+403 otherwise); GET is for the vehicle itself or an operator's token (read-only role or more).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiohttp import ClientPayloadError, web
+from aiohttp import web
 
 from ota_client.metadata import MetadataFormatError, check_identifier
 from ota_server.fleet.report_policy import ReportError, parse_report
 from ota_server.http.appkeys import EVENTS
+from ota_server.http.body import read_body
+from ota_server.http.director import check_vehicle, is_vehicle
+from ota_server.http.operators import operator
 
 
 def _vehicle(request: web.Request) -> str:
@@ -32,24 +35,9 @@ def _vehicle(request: web.Request) -> str:
         ) from None
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while chunk := await request.content.read(limit + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-    except (ConnectionError, ClientPayloadError):
-        raise web.HTTPBadRequest(text="the body ended before its declared length") from None
-    return b"".join(chunks)
-
-
 async def post_event(request: web.Request) -> web.Response:
     vehicle = _vehicle(request)
+    check_vehicle(request, vehicle)
     store = request.app[EVENTS]
     body = await read_body(request, store.limits.body_bytes)
     try:
@@ -65,5 +53,8 @@ async def post_event(request: web.Request) -> web.Response:
 
 
 async def get_events(request: web.Request) -> web.Response:
+    """The vehicle's own reports: for the vehicle itself, or an operator's token."""
     vehicle = _vehicle(request)
+    if not is_vehicle(request, vehicle):
+        await operator(request, "read-only")
     return web.json_response(list(await request.app[EVENTS].records(vehicle)))

@@ -18,8 +18,8 @@ from ota_client.metadata.manifest import MAX_MANIFEST_BYTES
 from ota_server.errors import InputError
 from ota_server.fleet.manifests import accept_manifest
 from ota_server.http.appkeys import DATABASE, IMAGE_CATALOG
+from ota_server.http.body import read_body
 from ota_server.http.director import vin_of
-from ota_server.http.events import read_body
 
 
 async def post_manifest(request: web.Request) -> web.Response:

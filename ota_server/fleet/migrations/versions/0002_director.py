@@ -1,4 +1,5 @@
-"""The Director: each vehicle's assignment and its signed metadata; ECU report counters.
+"""The Director: each vehicle's assignment and its signed metadata; ECU report counters;
+operators' API tokens.
 
 Revision ID: 0002
 Revises: 0001
@@ -53,8 +54,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("vin", name=op.f("pk_director_metadata")),
     )
 
+    op.create_table(
+        "tokens",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.Column("secret_sha256", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tokens")),
+        sa.UniqueConstraint("name", name=op.f("uq_tokens_name")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("tokens")
     op.drop_table("director_metadata")
     op.drop_table("assignments")
     with op.batch_alter_table("ecus") as batch:
