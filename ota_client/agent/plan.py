@@ -91,6 +91,14 @@ def _delta(pool: Iterable[Candidate], full: Candidate, installed: Image | None) 
     return Fetch(d.path, d.length, d.sha256, "delta", source_length=installed.length)  # type: ignore[union-attr]
 
 
+def _check_room(ecu: EcuFacts, image: Candidate) -> None:
+    if ecu.capacity is not None and image.length > ecu.capacity:
+        raise DeviceError(
+            f"{ecu.serial}: slot {other(ecu.booted)} holds {ecu.capacity} bytes; "
+            f"{image.path} needs {image.length}"
+        )
+
+
 def _jobs(
     images: Sequence[Candidate], ecus: Sequence[EcuFacts], pool: Sequence[Candidate]
 ) -> tuple[Job, ...] | None:
@@ -112,11 +120,7 @@ def _jobs(
         image = mine
         if image.custom.release_counter <= _floor(ecu) or image.sha256 in ecu.record.rejected:
             return None
-        if ecu.capacity is not None and image.length > ecu.capacity:
-            raise DeviceError(
-                f"{ecu.serial}: slot {other(ecu.booted)} holds {ecu.capacity} bytes; "
-                f"{image.path} needs {image.length}"
-            )
+        _check_room(ecu, image)
         full = full_fetch(image.image)
         delta = None if ecu.directory else _delta(pool, image, ecu.installed)
         jobs.append(
@@ -169,11 +173,7 @@ def plan_assigned(
         image = images[assigned.target]
         if image.sha256 in ecu.record.rejected:
             return None
-        if ecu.capacity is not None and image.length > ecu.capacity:
-            raise DeviceError(
-                f"{ecu.serial}: slot {other(ecu.booted)} holds {ecu.capacity} bytes; "
-                f"{image.path} needs {image.length}"
-            )
+        _check_room(ecu, image)
         full = full_fetch(image.image)
         fetch = full
         payload = images.get(assigned.payload.path)

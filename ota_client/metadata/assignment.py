@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 from ota_client.metadata.errors import MetadataFormatError, show
 from ota_client.metadata.fields import (
-    MAX_HARDWARE_IDS,
-    MAX_RELEASE_COUNTER,
     Kind,
     check_hashes,
     check_length,
+    check_match_fields,
     check_version,
 )
 from ota_client.metadata.names import check_identifier, check_target_path
@@ -65,15 +64,7 @@ class EcuAssignment:
         hashes = check_hashes(self.hashes)
         if "sha256" not in hashes:
             raise MetadataFormatError(f"{self.target}: the hashes lack sha256")
-        if not self.hardware_ids or len(self.hardware_ids) > MAX_HARDWARE_IDS:
-            raise MetadataFormatError(f"hardware_ids must list 1-{MAX_HARDWARE_IDS} ids")
-        if len(set(self.hardware_ids)) != len(self.hardware_ids):
-            raise MetadataFormatError("hardware_ids lists an id twice")
-        for hwid in self.hardware_ids:
-            check_identifier("hardware id", hwid)
-        rc = self.release_counter
-        if not isinstance(rc, int) or isinstance(rc, bool) or not 0 <= rc <= MAX_RELEASE_COUNTER:
-            raise MetadataFormatError(f"release_counter must be an integer >= 0, not {show(rc)}")
+        check_match_fields(self.hardware_ids, self.release_counter)
         if self.payload.kind == "full" and (
             self.payload.path != self.target
             or self.payload.length != self.length

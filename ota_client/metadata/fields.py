@@ -57,6 +57,19 @@ def check_length(value: object) -> int:
     return value
 
 
+def check_match_fields(hardware_ids: tuple[str, ...], release_counter: object) -> None:
+    """Uptane's "SHALL match" fields, as both repositories must carry them."""
+    if not hardware_ids or len(hardware_ids) > MAX_HARDWARE_IDS:
+        raise MetadataFormatError(f"hardware_ids must list 1-{MAX_HARDWARE_IDS} ids")
+    if len(set(hardware_ids)) != len(hardware_ids):
+        raise MetadataFormatError("hardware_ids lists an id twice")
+    for hwid in hardware_ids:
+        check_identifier("hardware id", hwid)
+    rc = release_counter
+    if not isinstance(rc, int) or isinstance(rc, bool) or not 0 <= rc <= MAX_RELEASE_COUNTER:
+        raise MetadataFormatError(f"release_counter must be an integer >= 0, not {show(rc)}")
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """The exact image a delta applies to."""
@@ -88,15 +101,7 @@ class TargetCustom:
     source: SourceInfo | None = None  # delta only: the image it applies to
 
     def __post_init__(self) -> None:
-        if not self.hardware_ids or len(self.hardware_ids) > MAX_HARDWARE_IDS:
-            raise MetadataFormatError(f"hardware_ids must list 1-{MAX_HARDWARE_IDS} ids")
-        if len(set(self.hardware_ids)) != len(self.hardware_ids):
-            raise MetadataFormatError("hardware_ids lists an id twice")
-        for hwid in self.hardware_ids:
-            check_identifier("hardware id", hwid)
-        rc = self.release_counter
-        if not isinstance(rc, int) or isinstance(rc, bool) or not 0 <= rc <= MAX_RELEASE_COUNTER:
-            raise MetadataFormatError(f"release_counter must be an integer >= 0, not {show(rc)}")
+        check_match_fields(self.hardware_ids, self.release_counter)
         check_version(self.version)
         check_identifier("bundle", self.bundle)
         check_identifier("ECU role", self.ecu)

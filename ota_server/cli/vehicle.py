@@ -287,24 +287,7 @@ def vehicle_show(cli: CliContext, vin: str, as_json: bool) -> None:
             return await inventory.require(session, vin)
 
     view = asyncio.run(run())
-    a = view.assignment
-    doc: dict[str, Any] = {
-        "vin": view.vin,
-        "created": view.created_at.isoformat(),
-        "revoked": view.revoked_at.isoformat() if view.revoked_at else None,
-        "assignment": None if a is None else f"{a.bundle}@{a.version}",
-        "ecus": [
-            {
-                "serial": e.serial,
-                "hardware_id": e.hardware_id,
-                "primary": e.is_primary,
-                "keyid": e.keyid,
-                "installed": e.installed_target,
-                "release_counter": e.release_counter,
-            }
-            for e in view.ecus
-        ],
-    }
+    doc = view.to_json()
     if as_json:
         echo_json(doc)
         return

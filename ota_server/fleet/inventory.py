@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -92,6 +93,29 @@ class VehicleView:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``ota vehicle show --json`` and ``GET /api/v1/vehicles/<VIN>`` say of it."""
+        a = self.assignment
+        return {
+            "vin": self.vin,
+            "created": self.created_at.isoformat(),
+            "revoked": self.revoked_at.isoformat() if self.revoked_at else None,
+            "assignment": None if a is None else f"{a.bundle}@{a.version}",
+            "ecus": [
+                {
+                    "serial": e.serial,
+                    "hardware_id": e.hardware_id,
+                    "primary": e.is_primary,
+                    "keyid": e.keyid,
+                    "installed": e.installed_target,
+                    "release_counter": e.release_counter,
+                    "reported": e.reported_at.isoformat() if e.reported_at else None,
+                    "attacks_detected": e.attacks_detected,
+                }
+                for e in self.ecus
+            ],
+        }
 
     def inventory(self) -> list[EcuInventory]:
         return [

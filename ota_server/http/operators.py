@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -53,27 +52,6 @@ def _vin(request: web.Request) -> str:
         raise web.HTTPNotFound() from None
 
 
-def _view(view: inventory.VehicleView) -> dict[str, Any]:
-    a = view.assignment
-    return {
-        "vin": view.vin,
-        "created": view.created_at.isoformat(),
-        "revoked": view.revoked_at.isoformat() if view.revoked_at else None,
-        "assignment": None if a is None else f"{a.bundle}@{a.version}",
-        "ecus": [
-            {
-                "serial": e.serial,
-                "hardware_id": e.hardware_id,
-                "primary": e.is_primary,
-                "installed": e.installed_target,
-                "release_counter": e.release_counter,
-                "reported": e.reported_at.isoformat() if e.reported_at else None,
-            }
-            for e in view.ecus
-        ],
-    }
-
-
 async def list_vehicles(request: web.Request) -> web.Response:
     await operator(request, "read-only")
     after = request.query.get("after", "")
@@ -107,7 +85,7 @@ async def show_vehicle(request: web.Request) -> web.Response:
         view = await inventory.vehicle(session, vin)
     if view is None:
         raise web.HTTPNotFound(text=f"no vehicle {vin}")
-    return web.json_response(_view(view))
+    return web.json_response(view.to_json())
 
 
 async def put_assignment(request: web.Request) -> web.Response:
