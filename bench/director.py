@@ -10,7 +10,10 @@ Three tables, measured in one run on this machine:
   one (304, ``If-None-Match``), over plain HTTP on loopback (TLS adds its record framing,
   about 30 bytes each way on a kept-alive connection);
 * ``ota vehicle provision --from-csv`` of N two-ECU vehicles (keys, certificates, kits, the
-  inventory rows), in one command.
+  inventory rows), in one command;
+* the Image metadata a vehicle downloads to verify one update (timestamp, snapshot and the
+  targets metadata that lists the image) for repositories of 100 to 100,000 targets, built
+  with the publisher's own signing and serialisation (one signed targets role today).
 
     make bench-director       (python -m bench.director [--vehicles 10000] [--signs 2000])
 """
@@ -18,6 +21,7 @@ Three tables, measured in one run on this machine:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import socket
 import subprocess
 import sys
@@ -26,11 +30,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
+
+from ota_client.metadata import TargetCustom
 from ota_server.config import load_config
 from ota_server.director.sign import is_current, sign_vehicle
 from ota_server.repository.home import open_home
 from ota_server.repository.signing import RoleSigning
-from ota_server.repository.store import latest_root
+from ota_server.repository.store import latest_root, metadata_bytes
 from tests.helpers import EXAMPLES, make_home, serve
 from tests.test_uptane_match import world
 
@@ -112,6 +119,32 @@ def provisioning(home: Path, work: Path, vehicles: int) -> float:
     return time.perf_counter() - start
 
 
+def metadata_scale(home: Path, counts: list[int]) -> list[tuple[int, int]]:
+    image = open_home(load_config(home), "image", lambda _new: b"")
+    root, signer = latest_root(image.files), RoleSigning(image.keys)
+    out = []
+    for count in counts:
+        targets = Targets(version=2, expires=datetime.now(UTC))
+        for n in range(count):
+            path = f"hw-{n % 500:03d}/fw-{n}.bin"
+            digest = hashlib.sha256(path.encode()).hexdigest()
+            entry = TargetFile(1 << 24, {"sha256": digest}, path)
+            custom = TargetCustom((f"hw-{n % 500:03d}",), n, f"1.{n}", f"bundle{n % 50}", "ecu")
+            entry.unrecognized_fields["custom"] = custom.to_dict()
+            targets.targets[path] = entry
+        md: Metadata[Targets] = Metadata(targets)
+        signer.sign("targets", md, [root])
+        data = metadata_bytes(md)
+        snapshot = Snapshot(meta={"targets.json": MetaFile.from_data(2, data, ["sha256"])})
+        snap = Metadata(snapshot)
+        signer.sign("snapshot", snap, [root])
+        snap_bytes = metadata_bytes(snap)
+        ts = Metadata(Timestamp(snapshot_meta=MetaFile.from_data(2, snap_bytes, ["sha256"])))
+        signer.sign("timestamp", ts, [root])
+        out.append((count, len(data) + len(snap_bytes) + len(metadata_bytes(ts))))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vehicles", type=int, default=10_000)
@@ -132,6 +165,10 @@ def main() -> None:
         print("|---|---|---|---|")
         print(f"| first (200) | {sent} | {got} | {sent + got} |")
         print(f"| unchanged (304) | {sent2} | {got2} | {sent2 + got2} |")
+        print("\n| Image repository targets | metadata to verify one update (bytes) |")
+        print("|---|---|")
+        for count, size in metadata_scale(home, [100, 10_000, 100_000]):
+            print(f"| {count:,} | {size:,} |")
         seconds = provisioning(home, work, args.vehicles)
         print(f"\n| provision {args.vehicles:,} two-ECU vehicles (--from-csv) | seconds | per s |")
         print("|---|---|---|")
