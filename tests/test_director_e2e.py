@@ -33,7 +33,7 @@ from ota_server.fleet.schema import DirectorMetadata
 from ota_server.repository.home import open_home
 from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
-from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve, use_database
+from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve, tree, use_database
 
 ECUS = ("--ecu", "HU-1:hu-imx8:primary", "--ecu", "TCU-1:tcu-9150")
 
@@ -353,3 +353,17 @@ def test_operators_need_a_token_whose_role_allows_the_action(home: Path, tmp_pat
         ok(ota(home, "token", "revoke", "alice"))
         assert _api(url, "DELETE", assignment, ca, operator)[0] == 401
     assert "no active token" in one_line_error(ota(home, "token", "revoke", "alice"))
+
+
+def test_a_refused_provisioning_leaves_the_home_as_it_was(home: Path, tmp_path: Path) -> None:
+    provision(home, tmp_path, "VIN0001", factory=False)
+    shutil.rmtree(home / "state/ca")  # as before the first vehicle: the CA is made on first use
+    before = tree(home / "state")
+    line = one_line_error(
+        ota(home, "vehicle", "provision", "VIN0001", *ECUS, "--out", tmp_path / "again")
+    )
+    assert "already provisioned" in line
+    assert not (home / "state/ca").exists() and not (tmp_path / "again").exists()
+    assert {k: v for k, v in tree(home / "state").items() if "fleet.db" not in k} == {
+        k: v for k, v in before.items() if "fleet.db" not in k
+    }

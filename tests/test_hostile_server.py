@@ -961,6 +961,29 @@ def _argument_slots(world: World, out: Path) -> list[list[str | os.PathLike[str]
         ["payload", "apply", p, OUT, "--source", s],
         ["payload", "apply", p, out, "--source", "{}"],
         ["payload", "info", "{}"],
+        ["vehicle", "provision", "{}", "--ecu", "HV-1:bcm-hw", "--out", out.parent / "kit"],
+        ["vehicle", "provision", "VIN9", "--ecu", "{}", "--out", out.parent / "kit"],
+        ["vehicle", "provision", "--from-csv", "{}", "--out", out.parent / "kits"],
+        [
+            "vehicle",
+            "provision",
+            "VIN9",
+            "--ecu",
+            "HV-1:bcm-hw",
+            "--factory",
+            "{}",
+            "--out",
+            out.parent / "kit",
+        ],
+        ["vehicle", "show", "{}"],
+        ["vehicle", "revoke", "{}"],
+        ["vehicle", "list", "--limit", "{}"],
+        ["assign", "{}", "body@1.0.0"],
+        ["assign", "VIN9", "{}"],
+        ["unassign", "{}"],
+        ["token", "create", "{}", "--role", "read-only"],
+        ["token", "create", "t", "--role", "{}"],
+        ["token", "revoke", "{}"],
     ]
 
 
@@ -996,7 +1019,10 @@ def test_hostile_arguments(
             result = campaign.run(None, None, args, f"{slot[:3]} {value[:10]!r}")
             if result.exit_code == 0:
                 for leftover in out.parent.iterdir():
-                    leftover.unlink()
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
             line = result.stderr
             assert "x" * 201 not in line, slot
     # --home itself, and serve's options on a home without a repository (never serves)

@@ -146,7 +146,8 @@ def provision(
     images = _factory(catalog, factory, specs) if factory else {}
     ca = cli.ca
     now = datetime.now(UTC)
-    if not ca.exists():
+    new_ca = not ca.exists()
+    if new_ca:
         ca.create(now)
     ca_pem = ca.cert_path.read_bytes()
     staged: list[tuple[Path, Path]] = []
@@ -177,6 +178,11 @@ def provision(
     except BaseException:
         for tmp, _folder in staged:
             shutil.rmtree(tmp, ignore_errors=True)
+        if new_ca:  # nothing was provisioned: the home stays as it was
+            ca.cert_path.unlink(missing_ok=True)
+            ca.key_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                ca.directory.rmdir()
         raise
     for tmp, folder in staged:
         if folder.exists():
