@@ -26,6 +26,7 @@ from ota_client.agent.manifest import ManifestMaker
 from ota_client.agent.records import VehicleState
 from ota_client.config import load_config as load_client_config
 from ota_client.metadata.assignment import Assignment, EcuAssignment, Payload
+from ota_client.metadata.manifest import sign
 from ota_server.config import load_config
 from ota_server.director.sign import SignedVehicle, content_digest, sign_vehicle
 from ota_server.fleet.db import open_database, url_for
@@ -165,6 +166,23 @@ def test_version_manifests_are_checked_against_the_inventory(home: Path, tmp_pat
         reports = unknown["signed"]["ecu_version_reports"]
         reports["ECU-X"] = reports["TCU-1"]
         assert _request(url, path, one, ca, json.dumps(unknown).encode()) == 400
+        # Behind a valid primary signature (U-55, U-59): the inventory still decides.
+        primary = maker.signer("HU-1")
+        for change, reason in [
+            (lambda d: d.update(vin="VIN0002"), "for vehicle VIN0002"),
+            (lambda d: d["ecu_version_reports"].update(
+                {"ECU-X": d["ecu_version_reports"]["TCU-1"]}), "ECU-X is not an ECU"),
+            (lambda d: d["ecu_version_reports"].update(
+                {"TCU-1": d["ecu_version_reports"]["HU-1"]}), "signed by its key"),
+            (lambda d: d["ecu_version_reports"]["TCU-1"]["signed"].update(
+                attacks_detected="edited"), "does not verify"),
+            (lambda d: d.update(primary_ecu_serial="TCU-1"), "not the primary"),
+        ]:  # fmt: skip
+            signed = json.loads(json.dumps(newer["signed"]))
+            change(signed)
+            body = json.dumps(sign(signed, primary)).encode()
+            status_, text = _api(url, "POST", path, ca, body=body, car=one)
+            assert status_ == 400 and reason in str(text), (reason, text)
         assert _request(url, path, one, ca, b"{" * 100) == 400
         assert _request(url, path, one, ca, json.dumps(newer).encode()) == 200  # still fine
 
@@ -249,6 +267,9 @@ def test_the_directors_keys_alone_install_nothing(home: Path, tmp_path: Path, at
         doc = status(car, url)
     assert {e["ecu"]: e["active_slot"] for e in doc["ecus"]} == {"HU-1": "a", "TCU-1": "a"}
     assert doc["security"], "the attack is recorded"
+    # Uptane U-92: the next signed version reports carry the attack to the server.
+    shown = json.loads(ok(ota(home, "vehicle", "show", "VIN0001", "--json")).stdout)
+    assert all(attack in (e["attacks_detected"] or "") for e in shown["ecus"])
 
 
 def test_assignments_that_cannot_work_are_refused(home: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -52,6 +53,12 @@ def test_publish_writes_a_standard_consistent_snapshot_repository(published_home
     }
     assert not (published_home / "state" / "journal.json").exists()
     assert not list((published_home / "state").glob("txn/*"))
+    # Uptane U-35: the timestamp names the snapshot by version, length and hashes.
+    timestamp = Metadata.from_file(str(md / "timestamp.json")).signed
+    snapshot = (md / "5.snapshot.json").read_bytes()
+    meta = timestamp.snapshot_meta  # type: ignore[attr-defined]
+    assert meta.version == 5 and meta.length == len(snapshot)
+    assert meta.hashes == {"sha256": hashlib.sha256(snapshot).hexdigest()}
 
 
 def stored(home: Path, path: str, info: TargetFile) -> Path:
