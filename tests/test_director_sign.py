@@ -7,16 +7,19 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tuf.api import exceptions
-from tuf.api.metadata import Targets
+from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
+from tuf.api.serialization.json import JSONSerializer
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from ota_client.metadata.director_json import decode_targets
+from ota_client.metadata.director_json import decode_targets, encode_targets
 from ota_server.config import load_config
 from ota_server.director.sign import SignedVehicle, sign_vehicle
+from ota_server.keys.store import KeyStore
 from ota_server.repository.home import RepositoryHome, open_home
 from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
@@ -116,4 +119,111 @@ def test_metadata_signed_by_the_image_keys_is_refused(
         datetime.now(UTC),
     )  # fmt: skip
     with pytest.raises(exceptions.UnsignedMetadataError):
+        _client(director, fetcher, tmp_path / "c").refresh()
+
+
+def _build(
+    director: RepositoryHome,
+    *,
+    version: int = 1,
+    targets_version: int | None = None,
+    expired: str | None = None,
+    signed_by: dict[str, tuple[str, RoleSigning]] | None = None,
+    bad_snapshot_hash: bool = False,
+) -> SignedVehicle:
+    """Director metadata for VIN-0001 built by hand, with one thing wrong at a time.
+
+    ``signed_by`` maps a role to (the role whose keys sign it, the key store's signing).
+    """
+    root = latest_root(director.files)
+    own = RoleSigning(director.keys)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def expires(role: str) -> datetime:
+        return now - timedelta(hours=1) if role == expired else now + timedelta(days=1)
+
+    def signed(role: str, payload: Targets | Snapshot | Timestamp) -> bytes:
+        md: Metadata[Any] = Metadata(payload)
+        as_role, signing = (signed_by or {}).get(role, (role, own))
+        md.signatures.clear()
+        for keyid in root.roles[as_role].keyids if as_role in root.roles else []:
+            signer = signing.keys.signer(as_role, keyid)
+            if signer is not None:
+                md.sign(signer, append=True)
+        if not md.signatures:  # another repository's keys: they are not in this root
+            for keyid, _role in _all_keys(signing.keys, as_role):
+                signer = signing.keys.signer(as_role, keyid)
+                assert signer is not None
+                md.sign(signer, append=True)
+        return md.to_bytes(JSONSerializer(compact=True))
+
+    t_version = targets_version or version
+    targets = Targets(version=t_version, expires=expires("targets"))
+    encode_targets(world().assignment, targets)
+    targets_bytes = signed("targets", targets)
+    snapshot = Snapshot(
+        version=version, expires=expires("snapshot"), meta={"targets.json": MetaFile(version)}
+    )
+    snapshot_bytes = signed("snapshot", snapshot)
+    meta = MetaFile.from_data(version, snapshot_bytes, ["sha256"])
+    if bad_snapshot_hash:
+        meta = MetaFile(version, len(snapshot_bytes), {"sha256": "0" * 64})
+    timestamp = Timestamp(version=version, expires=expires("timestamp"), snapshot_meta=meta)
+    return SignedVehicle(
+        version, targets_bytes, snapshot_bytes, signed("timestamp", timestamp), now, "", 1
+    )
+
+
+def _all_keys(keys: KeyStore, role: str) -> list[tuple[str, str]]:
+    return [(keyid, role) for keyid in keys.roles()[role].keyids]
+
+
+@pytest.mark.parametrize(
+    ("row", "damage", "error"),
+    [
+        ("U-163 expired targets", dict(expired="targets"), exceptions.ExpiredMetadataError),
+        ("U-159 expired snapshot", dict(expired="snapshot"), exceptions.ExpiredMetadataError),
+        ("U-152 expired timestamp", dict(expired="timestamp"), exceptions.ExpiredMetadataError),
+        ("U-161 targets version not the snapshot's", dict(targets_version=7),
+         exceptions.BadVersionNumberError),
+        ("U-155 snapshot hash not the timestamp's", dict(bad_snapshot_hash=True),
+         exceptions.RepositoryError),
+        ("U-157 snapshot signed with the timestamp key", dict(signed_by={"snapshot": "timestamp"}),
+         exceptions.UnsignedMetadataError),
+        ("U-162 targets signed with the Image's targets key", dict(signed_by={"targets": "image"}),
+         exceptions.UnsignedMetadataError),
+    ],
+)  # fmt: skip
+def test_damaged_director_metadata_is_refused(
+    director: RepositoryHome,
+    empty_home: Path,
+    tmp_path: Path,
+    row: str,
+    damage: dict[str, Any],
+    error: type[Exception],
+) -> None:
+    if "signed_by" in damage:
+        role, who = next(iter(damage["signed_by"].items()))
+        if who == "image":
+            image = open_home(load_config(empty_home), "image", lambda _new: b"")
+            damage = dict(signed_by={role: ("targets", RoleSigning(image.keys))})
+        else:
+            damage = dict(signed_by={role: (who, RoleSigning(director.keys))})
+    fetcher = VehicleFetcher(director)
+    fetcher.signed = _build(director, **damage)
+    with pytest.raises(error):
+        _client(director, fetcher, tmp_path / "c").refresh()
+    fetcher.signed = _build(director)  # the same chain, undamaged, is accepted
+    _client(director, fetcher, tmp_path / "fresh").refresh()
+
+
+def test_older_targets_behind_a_newer_snapshot_are_refused(
+    director: RepositoryHome, tmp_path: Path
+) -> None:
+    """U-164: a targets version that goes backwards, even when snapshot and timestamp are new."""
+    fetcher = VehicleFetcher(director)
+    fetcher.signed = _build(director, version=2)
+    _client(director, fetcher, tmp_path / "c").refresh()
+    fetcher.signed = _build(director, version=3, targets_version=1)
+    with pytest.raises(exceptions.BadVersionNumberError):
         _client(director, fetcher, tmp_path / "c").refresh()
