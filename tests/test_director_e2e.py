@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import random
 import shutil
 import ssl
 import subprocess
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
+from click.testing import CliRunner
 
 from ota_client.agent.manifest import ManifestMaker
 from ota_client.agent.records import VehicleState
+from ota_client.cli import main as client_main
 from ota_client.config import load_config as load_client_config
 from ota_client.metadata.assignment import Assignment, EcuAssignment, Payload
 from ota_client.metadata.manifest import sign
@@ -34,6 +38,7 @@ from ota_server.fleet.schema import DirectorMetadata
 from ota_server.repository.home import open_home
 from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
+from tests import mutate
 from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve, tree, use_database
 
 ECUS = ("--ecu", "HU-1:hu-imx8:primary", "--ecu", "TCU-1:tcu-9150")
@@ -65,16 +70,27 @@ def provision(
     return out
 
 
-def client(car: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def point(car: Path, url: str) -> None:
+    """Point the vehicle's client.toml at ``url`` (plain HTTP allowed for http:// URLs)."""
     text = (car / "client.toml").read_text()
     server = url.removesuffix("/repo")
-    (car / "client.toml").write_text(
-        "\n".join(
-            f'server = "{server}"' if line.startswith("server = ") else line
-            for line in text.splitlines()
-        )
-        + "\n"
-    )
+    lines = [
+        f'server = "{server}"' if line.startswith("server = ") else line
+        for line in text.splitlines()
+    ]
+    if server.startswith("http:") and "allow_insecure_http = true" not in text:
+        lines.insert(lines.index("[network]") + 1, "allow_insecure_http = true")
+    (car / "client.toml").write_text("\n".join(lines) + "\n")
+
+
+def client_bytes(car: Path, name: str) -> bytes:
+    """A Director file as the vehicle's python-tuf cache holds it (by role name)."""
+    role = name.split(".")[-2]
+    return (car / f"data/tuf-director/metadata/{role}.json").read_bytes()
+
+
+def client(car: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    point(car, url)
     return subprocess.run(
         [sys.executable, "-m", "ota_client", "-c", str(car / "client.toml"), *args],
         capture_output=True,
@@ -388,3 +404,85 @@ def test_a_refused_provisioning_leaves_the_home_as_it_was(home: Path, tmp_path: 
     assert {k: v for k, v in tree(home / "state").items() if "fleet.db" not in k} == {
         k: v for k, v in before.items() if "fleet.db" not in k
     }
+
+
+class AlteringProxy:
+    """An HTTP proxy in front of ``ota serve`` that replaces the body of the Director file
+    whose name ends with ``name`` (and passes everything else through)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.removesuffix("/repo")
+        self.name = ""
+        self.body = b""
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        async with ClientSession() as session, session.request(
+            request.method, self.upstream + request.path_qs, data=await request.read(),
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        ) as upstream:  # fmt: skip
+            data = await upstream.read()
+            status = upstream.status
+        if self.name and request.path.startswith("/director/") and request.path.endswith(self.name):
+            data, status = self.body, 200
+        return web.Response(body=data, status=status)
+
+    def __enter__(self) -> AlteringProxy:
+        import threading
+
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app)
+
+        async def start() -> str:
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.url = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self._runner = runner
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_a_hostile_network_on_the_director_path_installs_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    """Every Director file the vehicle fetches, altered (truncated, bit-flipped, spliced, hostile
+    JSON, endless): one line and exit 4/6/7, the A slots as they were, nothing installed."""
+    template = provision(home, tmp_path, "VIN0001")
+    ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0"))
+    rnd = random.Random(9)
+    runner = CliRunner()
+    with serve(home) as url, AlteringProxy(url) as proxy:
+        car = tmp_path / "probe"
+        shutil.copytree(template, car)
+        client(car, proxy.url, "check")  # learn the current versions' names
+        version = json.loads((car / "data/tuf-director/metadata/timestamp.json").read_bytes())[
+            "signed"]["meta"]["snapshot.json"]["version"]  # fmt: skip
+        cases = 0
+        for name in ("timestamp.json", f"{version}.snapshot.json", f"{version}.targets.json"):
+            real = client_bytes(car, name)
+            bodies = [*mutate.byte_level(real, rnd, 8), *mutate.json_shapes()]
+            bodies.append(("endless", b"x" * (1 << 20)))
+            for label, body in bodies:
+                proxy.name, proxy.body = name, body
+                run = tmp_path / f"run{cases}"
+                shutil.copytree(template, run)
+                point(run, proxy.url)
+                result = runner.invoke(client_main, ["-c", str(run / "client.toml"), "update"])
+                cases += 1
+                assert result.exit_code in (4, 6, 7), (name, label, result.output)
+                assert "Traceback" not in result.output, (name, label)
+                errors = result.stderr.strip().splitlines()
+                assert len(errors) == 1 and errors[0].startswith("Error: "), (name, label, errors)
+                for serial in ("HU-1", "TCU-1"):
+                    assert not (run / f"slots/{serial}-b.img").exists(), (name, label)
+                shutil.rmtree(run)
+        assert cases > 60
