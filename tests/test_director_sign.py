@@ -23,6 +23,7 @@ from ota_server.keys.store import KeyStore
 from ota_server.repository.home import RepositoryHome, open_home
 from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
+from tests.helpers import ok, one_line_error, ota
 from tests.test_uptane_match import world
 
 BASE = "https://director.test/VIN-0001/metadata/"
@@ -227,3 +228,35 @@ def test_older_targets_behind_a_newer_snapshot_are_refused(
     fetcher.signed = _build(director, version=3, targets_version=1)
     with pytest.raises(exceptions.BadVersionNumberError):
         _client(director, fetcher, tmp_path / "c").refresh()
+
+
+@pytest.mark.parametrize("role", ["timestamp", "targets", "root"])
+def test_a_vehicle_follows_a_rotation_of_the_directors_keys(
+    empty_home: Path, tmp_path: Path, role: str
+) -> None:
+    """``ota keys rotate ROLE --repository director`` writes root 2, signed by the old and the
+    new root keys (U-144, U-145); the vehicle walks the chain and accepts metadata signed with
+    the new keys; the stored metadata of version 1 is signed again because the root changed."""
+    director = open_home(load_config(empty_home), "director", lambda _new: b"")
+    fetcher = VehicleFetcher(director)
+    now = datetime.now(UTC)
+    root = latest_root(director.files)
+    old = sign_vehicle(
+        world().assignment, None, root, RoleSigning(director.keys), director.policy, now
+    )
+    fetcher.signed = old
+    _client(director, fetcher, tmp_path / "c").refresh()
+    before = set(root.roles[role].keyids)
+    ok(ota(empty_home, "keys", "rotate", role, "--repository", "director"))
+    director = open_home(load_config(empty_home), "director", lambda _new: b"")
+    root = latest_root(director.files)
+    assert root.version == 2 and not before & set(root.roles[role].keyids)
+    new = sign_vehicle(
+        world().assignment, old, root, RoleSigning(director.keys), director.policy, now
+    )
+    assert new.version == old.version + 1  # same content, new root: signed again
+    fetcher.signed = new
+    _client(director, fetcher, tmp_path / "c").refresh()
+    assert json.loads((tmp_path / "c/root.json").read_bytes())["signed"]["version"] == 2
+    line = one_line_error(ota(empty_home, "keys", "rotate", "acme", "--repository", "director"))
+    assert "no role" in line

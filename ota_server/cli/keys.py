@@ -123,6 +123,13 @@ def keys_list(cli: CliContext, as_json: bool) -> None:
 @keys.command("rotate")
 @click.argument("role", type=Text())
 @click.option(
+    "--repository",
+    type=click.Choice(REPOSITORIES),
+    default="image",
+    show_default=True,
+    help="Whose key: the Image repository's or the Director's.",
+)
+@click.option(
     "--keys",
     "count",
     type=click.IntRange(1, 16),
@@ -130,22 +137,28 @@ def keys_list(cli: CliContext, as_json: bool) -> None:
 )
 @click.option("--threshold", type=click.IntRange(1, 16), help="New threshold (default: as now).")
 @pass_cli
-def keys_rotate(cli: CliContext, role: str, count: int | None, threshold: int | None) -> None:
+def keys_rotate(
+    cli: CliContext, role: str, repository: str, count: int | None, threshold: int | None
+) -> None:
     """Replace every key of ROLE (root, targets, snapshot, timestamp or a supplier role).
 
     A new root version is signed by the old and the new root keys, so vehicles holding any
-    earlier root follow the chain. Replaced keys move to keys/image/retired/.
+    earlier root follow the chain. Replaced keys move to keys/<repository>/retired/. A
+    Director rotation writes its new root; each vehicle's metadata is signed with the new
+    keys at its next poll.
 
     \b
     Examples:
       ota keys rotate timestamp
       ota keys rotate root --keys 3 --threshold 2
+      ota keys rotate targets --repository director
     """
-    if not root_versions(cli.image.files.metadata):
+    home = cli.repository(repository)
+    if not root_versions(home.files.metadata):
         raise click.ClickException("no repository yet: run 'ota repo init' first")
-    report = rotate_keys(cli.image, role, count=count, threshold=threshold)
+    report = rotate_keys(home, role, count=count, threshold=threshold)
     click.echo(
-        f"rotated {role}: {len(report.old_keyids)} old key(s) retired, "
+        f"rotated {repository} {role}: {len(report.old_keyids)} old key(s) retired, "
         f"{len(report.new_keyids)} new (threshold {report.threshold}); "
         f"root is now version {report.root_version}"
     )

@@ -99,6 +99,11 @@ def rotate_keys(
         with writing(home, now=now) as (repo, _txn):
             roles, dev = keys.roles(), keys.dev  # checked before anything is written
             top_level = role in TOP_LEVEL_ROLES
+            director = home.name == "director"
+            if director and not top_level:
+                raise InputError(
+                    f"no role {show(role)} in the Director (roles: {', '.join(TOP_LEVEL_ROLES)})"
+                )
             delegator = repo.delegator(role) if top_level else repo.targets()
             if not top_level and role not in {r.name for r in repo.delegated_roles()}:
                 raise InputError(
@@ -119,7 +124,7 @@ def rotate_keys(
                     for key in new:
                         root.add_key(key, role)
                     root.roles[role].threshold = threshold
-                if role == "targets":
+                if role == "targets" and not director:
                     with repo.edit_targets():
                         pass
             else:
@@ -132,8 +137,11 @@ def rotate_keys(
                     targets.delegations.roles[role].threshold = threshold
                 with repo.edit_targets(role):
                     pass
-            repo.do_snapshot(force=role == "snapshot")
-            repo.do_timestamp(force=role in ("snapshot", "timestamp"))
+            # The Director signs its other roles per vehicle: a new root has every vehicle's
+            # metadata signed again (with the new keys) at its next poll.
+            if not director:
+                repo.do_snapshot(force=role == "snapshot")
+                repo.do_timestamp(force=role in ("snapshot", "timestamp"))
             root_version = repo.root_version()
     except BaseException:
         for key in new:

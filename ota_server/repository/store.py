@@ -180,6 +180,8 @@ class FileRepository(Repository):
             )
         md_dir = files.metadata
         repo._put("root", _read_metadata(md_dir / f"{versions[-1]}.root.json", Root, versions[-1]))
+        if files.name == "director":
+            return repo  # its other roles are per vehicle, in the fleet database
         timestamp = _read_metadata(md_dir / "timestamp.json", Timestamp)
         repo._put("timestamp", timestamp)
         assert isinstance(timestamp.signed, Timestamp)
