@@ -416,6 +416,7 @@ class AlteringProxy:
         self.body = b""
         self.loop = asyncio.new_event_loop()
         self.url = ""
+        self.log: list[tuple[str, str, int]] = []
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         async with ClientSession() as session, session.request(
@@ -426,7 +427,9 @@ class AlteringProxy:
             status = upstream.status
         if self.name and request.path.startswith("/director/") and request.path.endswith(self.name):
             data, status = self.body, 200
-        return web.Response(body=data, status=status)
+        self.log.append((request.method, request.path, status))
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() == "etag"}
+        return web.Response(body=data if status != 304 else None, status=status, headers=headers)
 
     def __enter__(self) -> AlteringProxy:
         import threading
@@ -486,3 +489,19 @@ def test_a_hostile_network_on_the_director_path_installs_nothing(
                     assert not (run / f"slots/{serial}-b.img").exists(), (name, label)
                 shutil.rmtree(run)
         assert cases > 60
+
+
+def test_an_unchanged_poll_asks_only_the_directors_timestamp(home: Path, tmp_path: Path) -> None:
+    """U-132: when the Director has nothing new, the vehicle stops after its timestamp (a 304)
+    and asks the Image repository nothing; it still reports what it runs."""
+    car = provision(home, tmp_path, "VIN0001")
+    ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0"))
+    with serve(home) as url, AlteringProxy(url) as proxy:
+        assert client(car, proxy.url, "update").returncode == 0
+        assert installed(car, proxy.url) == {"HU-1": "2.1.0", "TCU-1": "2.1.0"}
+        proxy.log.clear()
+        result = client(car, proxy.url, "update")
+        assert result.returncode == 0, result.stderr
+    asked = [(m, p.rsplit("/", 1)[-1], s) for m, p, s in proxy.log if "/manifest" not in p]
+    assert asked == [("GET", "2.root.json", 404), ("GET", "timestamp.json", 304)], asked
+    assert sum("/manifest" in p for _m, p, _s in proxy.log) == 2  # start and end of the cycle
