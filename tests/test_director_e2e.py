@@ -25,7 +25,7 @@ import pytest
 from aiohttp import ClientSession, web
 from click.testing import CliRunner
 
-from ota_client.agent.manifest import ManifestMaker
+from ota_client.agent.manifest import ManifestMaker, load_signer
 from ota_client.agent.records import VehicleState
 from ota_client.cli import main as client_main
 from ota_client.config import load_config as load_client_config
@@ -205,7 +205,16 @@ def test_version_manifests_are_checked_against_the_inventory(home: Path, tmp_pat
 
 def test_a_vehicle_reads_only_its_own_metadata(home: Path, tmp_path: Path) -> None:
     one = provision(home, tmp_path, "VIN0001")
-    provision(home, tmp_path, "VIN0002", "--ecu", "HU-2:hu-imx8", "--ecu", "TCU-2:tcu-9150")
+    two = provision(home, tmp_path, "VIN0002", "--ecu", "HU-2:hu-imx8", "--ecu", "TCU-2:tcu-9150")
+    # U-82, U-68: every ECU has its own key; the inventory holds its public half only.
+    keyids = {}
+    for car, vin in ((one, "VIN0001"), (two, "VIN0002")):
+        shown = json.loads(ok(ota(home, "vehicle", "show", vin, "--json")).stdout)
+        for ecu in shown["ecus"]:
+            signer = load_signer(car / f"keys/{ecu['serial']}.pem")
+            assert signer.public_key.keyid == ecu["keyid"]
+            keyids[ecu["serial"]] = ecu["keyid"]
+    assert len(set(keyids.values())) == 4
     ca = one / "ca.pem"
     with serve(home, "--tls") as url:
         own = "/director/VIN0001/metadata/timestamp.json"

@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tuf.api.metadata import DelegatedRole, Delegations, Targets
+from tuf.api.metadata import DelegatedRole, Delegations, TargetFile, Targets
 
 from ota_client.errors import SecurityError
 from ota_client.metadata import MetadataFormatError, SourceInfo, TargetCustom
 from ota_client.metadata.assignment import Assignment, EcuAssignment, Payload
 from ota_client.metadata.director_json import decode_targets, encode_targets
+from ota_client.verify.director import verify_assignment
+from ota_client.verify.repository import VerifiedTarget
 from ota_client.verify.uptane import ImageTarget, check_assignment
 
 VIN = "VIN-0001"
@@ -239,3 +241,51 @@ def test_director_targets_that_delegate_are_refused() -> None:
     t.delegations = Delegations({}, {"x": DelegatedRole("x", [], 1, True, ["*"])})
     with pytest.raises(MetadataFormatError, match="delegate"):
         decode_targets(t)
+
+
+class StubRepository:
+    """A verified repository as ``verify_assignment`` sees it: refresh and lookup only."""
+
+    def __init__(self, assignment: Assignment | None = None, w: World | None = None) -> None:
+        self._assignment, self.world, self.refreshed = assignment, w, 0
+
+    def assignment(self) -> Assignment:
+        assert self._assignment is not None
+        return self._assignment
+
+    def refresh(self) -> None:
+        self.refreshed += 1
+
+    def lookup(self, path: str) -> object:
+        assert self.world is not None
+        found = self.world.images.get(path)
+        if found is None:
+            return None
+        info = TargetFile(found.length, dict(found.hashes), path)
+        return VerifiedTarget(info, found.custom)
+
+
+def test_every_director_target_is_matched_not_only_the_new_ones() -> None:
+    """U-136 (the Primary matches *all* Director targets) and U-132 (nothing new: stop)."""
+    w = world()
+    installed = {"ECU-0": None, "ECU-1": w.assignment.ecus[1].sha256}  # ECU-1 runs its image
+    image = StubRepository(w=w)
+    verified = verify_assignment(
+        StubRepository(w.assignment),
+        image,
+        VIN,
+        w.ecus,
+        installed,
+        w.floors,  # type: ignore[arg-type]
+    )
+    assert set(verified.images) >= {e.target for e in w.assignment.ecus} and image.refreshed == 1
+    # The ECU that already runs its image no longer matches the Image repository: refused.
+    w.images["hw-1/fw-2.0.bin"] = dataclasses.replace(w.images["hw-1/fw-2.0.bin"], length=1)
+    with pytest.raises(SecurityError, match="ECU-1"):
+        verify_assignment(StubRepository(w.assignment), StubRepository(w=w), VIN, w.ecus,  # type: ignore[arg-type]
+                          installed, w.floors)  # fmt: skip
+    # Every ECU runs its image: the Image repository is not even asked.
+    everything = {e.serial: e.sha256 for e in w.assignment.ecus}
+    idle = StubRepository(w=w)
+    verify_assignment(StubRepository(w.assignment), idle, VIN, w.ecus, everything, w.floors)  # type: ignore[arg-type]
+    assert idle.refreshed == 0
