@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, Root
 
-from tests.helpers import EXAMPLES, ok, one_line_error, ota, tree
+from tests.helpers import EXAMPLES, ok, one_line_error, ota, serve, tree
 
 PASS = {"OTA_KEY_PASSPHRASE": "correct horse battery staple"}
 
@@ -191,3 +191,22 @@ def test_a_key_move_cut_short_is_finished_next_time(published_home: Path) -> Non
     keys.rmdir()
     ok(ota(published_home, "repo", "refresh", "--force"))
     assert tree(keys / "image") == old and not (published_home / "keys.moving-to-image").exists()
+
+
+def test_serve_without_the_directors_online_keys_says_so(secure_home: Path) -> None:
+    """Encrypted keys and no passphrase: the server still serves the Image repository, says
+    once that the Director cannot sign, and answers its routes 503 (never a 500)."""
+    import urllib.error
+    import urllib.request
+
+    with serve(secure_home, env={"OTA_KEY_PASSPHRASE": ""}) as url:
+        base = url.removesuffix("/repo")
+        with urllib.request.urlopen(f"{url}/metadata/timestamp.json", timeout=10) as r:
+            assert r.status == 200
+        try:
+            urllib.request.urlopen(f"{base}/director/VIN1/metadata/timestamp.json", timeout=10)
+        except urllib.error.HTTPError as e:
+            assert e.code == 503
+        else:
+            raise AssertionError("the Director answered without its keys")
+    assert "the Director's online keys cannot be used" in (secure_home / "serve.log").read_text()

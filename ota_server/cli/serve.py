@@ -19,7 +19,8 @@ from ota_server.cli.context import CliContext, pass_cli
 from ota_server.cli.params import FiniteFloatRange, Text, file_path
 from ota_server.cli.render import warn
 from ota_server.config import MAX_HOST, REFRESH_INTERVAL, ServeConfig, ServerConfig, check_host
-from ota_server.errors import ConfigError
+from ota_server.director.service import DirectorKeys
+from ota_server.errors import ConfigError, OtaError
 from ota_server.fleet.ca import server_files
 from ota_server.http.app import create_app
 from ota_server.repository.home import RepositoryHome
@@ -173,6 +174,14 @@ def serve(
         if not director.keys.exists() or not root_versions(director.files.metadata):
             warn("no Director here ('ota keys init', 'ota repo init'): vehicles get no assignments")
             director = None
+        else:
+            try:
+                DirectorKeys(director).check_online_keys()
+            except (OtaError, OSError) as e:
+                warn(
+                    f"the Director's online keys cannot be used ({e}): vehicles get no assignments"
+                )
+                director = None
     asyncio.run(_serve(config, tls, image, director))
 
 

@@ -68,6 +68,12 @@ class DirectorKeys:
         self.signing = RoleSigning(home.keys)
         self._root: Root | None = None
 
+    def check_online_keys(self) -> None:
+        """Load the online roles' signers now (KeyStoreError if they cannot be)."""
+        root = self.root()
+        for role in ("targets", "snapshot", "timestamp"):
+            self.signing.require(role, root)
+
     def root(self) -> Root:
         newest = root_versions(self.home.files.metadata)[-1:]
         if self._root is None or [self._root.version] != newest:

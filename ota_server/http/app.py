@@ -23,7 +23,13 @@ from aiohttp import web
 from ota_client.metadata.manifest import MAX_MANIFEST_BYTES
 from ota_server.config import ServerConfig
 from ota_server.director.service import DirectorKeys, ImageCatalog
-from ota_server.errors import DatabaseError, InputError, OtaError, RepositoryStateError
+from ota_server.errors import (
+    DatabaseError,
+    InputError,
+    KeyStoreError,
+    OtaError,
+    RepositoryStateError,
+)
 from ota_server.fleet.db import open_database, shown, url_for
 from ota_server.fleet.events import EventStore
 from ota_server.fleet.jsonl_import import import_jsonl
@@ -61,8 +67,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except InputError as e:
         raise web.HTTPBadRequest(text=str(e)) from None
-    except RepositoryStateError as e:
-        raise web.HTTPServiceUnavailable(text=str(e)) from None
+    except (RepositoryStateError, KeyStoreError) as e:  # e.g. keys that cannot be loaded now
+        log.error("%s %s: %s", request.method, request.path, e)
+        raise web.HTTPServiceUnavailable(text="the server cannot serve this now") from None
     except DatabaseError as e:
         log.error("%s %s: %s", request.method, request.path, e)
         raise web.HTTPServiceUnavailable(
