@@ -56,11 +56,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from securesystemslib.signer import CryptoSigner, SSlibKey
+
 from ota_client.errors import ConfigError, DeviceError
 from ota_client.slots.guard import identity
-from ota_client.strict import FormatError, Reader, load_toml
+from ota_client.strict import FormatError, Reader, load_toml, printable, read_bounded
 
 MAX_CONFIG = 256 << 10
+MAX_ECU_KEY = 16 << 10
 MAX_ECUS = 64
 MAX_CHECKS = 32
 DAY = 86400.0
@@ -334,6 +340,21 @@ def check_slots(config: ClientConfig) -> None:
             seen[key] = name
 
 
+def load_signer(path: Path) -> CryptoSigner:
+    """An ECU's ed25519 key (unencrypted PKCS#8 PEM, as provisioning writes it)."""
+    where = printable(str(path))
+    try:
+        pem = read_bounded(path, MAX_ECU_KEY, where)
+        key = serialization.load_pem_private_key(pem, password=None)
+    except FileNotFoundError:
+        raise ConfigError(f"the ECU key {where} does not exist") from None
+    except (FormatError, ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ConfigError(f"the ECU key {where} is not an unencrypted PEM key: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"the ECU key {where} is not an ed25519 key")
+    return CryptoSigner(key, SSlibKey.from_crypto(key.public_key()))
+
+
 def load_config(path: Path) -> ClientConfig:
     try:
         data = load_toml(path, str(path), limit=MAX_CONFIG)
@@ -346,6 +367,10 @@ def load_config(path: Path) -> ClientConfig:
     except FormatError as e:
         raise ConfigError(f"{path.name}: {e}") from None
     check_slots(config)
+    if config.mode == "director":
+        for ecu in config.ecus:
+            assert ecu.key is not None  # parse_config requires it in director mode
+            load_signer(ecu.key)  # a key that cannot sign is a configuration error, now
     if config.data_dir.exists() and not config.data_dir.is_dir():
         raise ConfigError(f"data_dir {config.data_dir} is not a directory")
     return config

@@ -268,6 +268,7 @@ SECOND_PRIMARY = (
         (f'director_root = "d.json"\n{ONE_ECU}key = "k"\nprimary = true\n{SECOND_PRIMARY}',
          "one ECU"),
         (f'mode = "latest"\n{ONE_ECU}', "mode must be one of"),
+        (f'director_root = "d.json"\n{ONE_ECU}key = "missing.pem"\n', "ECU key"),
     ],
 )  # fmt: skip
 def test_bad_configs(tmp_path: Path, text: str, message: str) -> None:

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import CryptoSigner
 
 from ota_client.agent.records import VehicleState
 from ota_client.atomic import write_atomic
-from ota_client.config import ClientConfig
+from ota_client.config import ClientConfig, load_signer
 from ota_client.errors import ConfigError, DeviceError
 from ota_client.metadata.manifest import (
     MAX_ATTACK,
@@ -30,23 +26,6 @@ from ota_client.metadata.manifest import (
     vehicle_manifest,
 )
 from ota_client.strict import FormatError, printable, read_bounded
-
-MAX_KEY = 16 << 10
-
-
-def load_signer(path: Path) -> CryptoSigner:
-    """An ECU's ed25519 key (unencrypted PKCS#8 PEM, as provisioning writes it)."""
-    where = printable(str(path))
-    try:
-        pem = read_bounded(path, MAX_KEY, where)
-        key = serialization.load_pem_private_key(pem, password=None)
-    except FileNotFoundError:
-        raise ConfigError(f"the ECU key {where} does not exist") from None
-    except (FormatError, ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ConfigError(f"the ECU key {where} is not an unencrypted PEM key: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"the ECU key {where} is not an ed25519 key")
-    return CryptoSigner(key, SSlibKey.from_crypto(key.public_key()))
 
 
 class ManifestMaker:
