@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 from click.testing import CliRunner
+from tuf.api.metadata import Metadata, MetaFile, TargetFile
+from tuf.api.serialization.json import JSONSerializer
 
 from ota_client.agent.manifest import ManifestMaker, load_signer
 from ota_client.agent.records import VehicleState
@@ -516,3 +518,55 @@ def test_an_unchanged_poll_asks_only_the_directors_timestamp(home: Path, tmp_pat
     asked = [(m, p.rsplit("/", 1)[-1], s) for m, p, s in proxy.log if "/manifest" not in p]
     assert asked == [("GET", "2.root.json", 404), ("GET", "timestamp.json", 304)], asked
     assert sum("/manifest" in p for _m, p, _s in proxy.log) == 2  # start and end of the cycle
+
+
+def test_the_image_repositorys_online_keys_alone_install_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    """An attacker with the Image repository's snapshot and timestamp keys (the server's) adds
+    an image to a targets version it signs with them, and points snapshot and timestamp at it:
+    the vehicle refuses the Image chain and installs nothing, though the Director assigned a
+    real release."""
+    car = provision(home, tmp_path)
+    ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0"))
+    image = open_home(load_config(home), "image", lambda _new: b"")
+    md_dir = image.files.metadata
+    timestamp = Metadata.from_file(str(md_dir / "timestamp.json"))
+    snap_version = timestamp.signed.snapshot_meta.version  # type: ignore[attr-defined]
+    snapshot = Metadata.from_file(str(md_dir / f"{snap_version}.snapshot.json"))
+    targets_version = snapshot.signed.meta["targets.json"].version  # type: ignore[attr-defined]
+    targets = Metadata.from_file(str(md_dir / f"{targets_version}.targets.json"))
+    evil = b"\x7fELF evil"
+    entry = TargetFile.from_data("tcu-9150/telematics-2.1.0.bin", evil, ["sha256"])
+    entry.unrecognized_fields["custom"] = {
+        "hardware_ids": ["tcu-9150"], "release_counter": 2, "version": "2.1.0",
+        "bundle": "infotainment", "ecu": "telematics", "kind": "full",
+    }  # fmt: skip
+    targets.signed.targets[entry.path] = entry  # type: ignore[attr-defined]
+    targets.signed.version += 1
+    online = {role: image.keys.signer(role, image.keys.roles()[role].keyids[0])
+              for role in ("snapshot", "timestamp")}  # fmt: skip
+    targets.signatures.clear()
+    targets.sign(online["snapshot"])  # not the targets key, which is offline
+    targets_bytes = targets.to_bytes(JSONSerializer(compact=True))
+    (md_dir / f"{targets.signed.version}.targets.json").write_bytes(targets_bytes)
+    snapshot.signed.meta["targets.json"] = MetaFile(targets.signed.version)  # type: ignore[attr-defined]
+    snapshot.signed.version += 1
+    snapshot.signatures.clear()
+    snapshot.sign(online["snapshot"])
+    snapshot_bytes = snapshot.to_bytes(JSONSerializer(compact=True))
+    (md_dir / f"{snapshot.signed.version}.snapshot.json").write_bytes(snapshot_bytes)
+    timestamp.signed.snapshot_meta = MetaFile.from_data(  # type: ignore[attr-defined]
+        snapshot.signed.version, snapshot_bytes, ["sha256"]
+    )
+    timestamp.signed.version += 1
+    timestamp.signatures.clear()
+    timestamp.sign(online["timestamp"])
+    (md_dir / "timestamp.json").write_bytes(timestamp.to_bytes(JSONSerializer(compact=True)))
+    with serve(home, "--tls") as url:
+        result = client(car, url, "update")
+        assert result.returncode == 7, result.stderr
+        assert "targets" in result.stderr
+        doc = status(car, url)
+    assert {e["ecu"]: e["active_slot"] for e in doc["ecus"]} == {"HU-1": "a", "TCU-1": "a"}
+    assert not (car / "slots/TCU-1-b.img").exists()
