@@ -42,6 +42,7 @@ from ota_server.repository.signing import RoleSigning
 from ota_server.repository.store import latest_root
 from tests import mutate
 from tests.helpers import EXAMPLES, make_home, ok, one_line_error, ota, serve, tree, use_database
+from tests.hostile import SPECIALS, Special, deadline, place
 
 ECUS = ("--ecu", "HU-1:hu-imx8:primary", "--ecu", "TCU-1:tcu-9150")
 
@@ -570,3 +571,41 @@ def test_the_image_repositorys_online_keys_alone_install_nothing(
         doc = status(car, url)
     assert {e["ecu"]: e["active_slot"] for e in doc["ecus"]} == {"HU-1": "a", "TCU-1": "a"}
     assert not (car / "slots/TCU-1-b.img").exists()
+
+
+def test_the_vehicles_director_files_are_read_with_caps(home: Path, tmp_path: Path) -> None:
+    """The Director's root, ECU keys, the manifest counter and the cached ETag, replaced by
+    special files (a FIFO would hang a naive read, /dev/zero would eat memory) or junk: one
+    line and a non-zero exit for what the vehicle needs, a fresh start for what it keeps."""
+    template = provision(home, tmp_path, "VIN0001")
+    runner = CliRunner()
+    with serve(home) as url:
+        point(template, url)
+        assert (
+            runner.invoke(client_main, ["-c", str(template / "client.toml"), "check"]).exit_code
+            == 0
+        )
+        cases = 0
+        for name, needed in [
+            ("director-root.json", True),
+            ("keys/TCU-1.pem", True),
+            ("data/manifest-counter", False),
+            ("data/tuf-director/metadata/timestamp.etag", False),
+        ]:
+            for content in [*SPECIALS, b"", b"junk \\xff" * 9, b"9" * 40]:
+                if content is Special.SPARSE and not needed:
+                    continue  # regular and large: read up to its cap, then ignored
+                car = tmp_path / f"c{cases}"
+                shutil.copytree(template, car, symlinks=True)
+                place(car / name, content)
+                with deadline(60, f"{name} {content!r}"):
+                    result = runner.invoke(client_main, ["-c", str(car / "client.toml"), "update"])
+                cases += 1
+                assert "Traceback" not in result.output, (name, content)
+                if needed:
+                    assert result.exit_code == 3, (name, content, result.output)
+                    assert result.stderr.count("Error:") == 1, (name, content, result.stderr)
+                else:
+                    assert result.exit_code == 0, (name, content, result.output)
+                shutil.rmtree(car)
+    assert cases > 30
