@@ -13,6 +13,10 @@ class InputError(OtaError):
     """Bad operator input: a manifest, an argument, a file that is not what it claims."""
 
 
+class RevokedError(InputError):
+    """The vehicle was revoked (``ota vehicle revoke``): refused, whatever it sends."""
+
+
 class KeyStoreError(OtaError):
     """Missing or unreadable keys, a wrong passphrase, a threshold that cannot be met."""
 

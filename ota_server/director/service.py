@@ -27,7 +27,7 @@ from tuf.api.metadata import Root
 from ota_client.metadata.assignment import Assignment
 from ota_server.director.assign import plan_assignment
 from ota_server.director.sign import SignedVehicle, sign_vehicle
-from ota_server.errors import InputError
+from ota_server.errors import InputError, RevokedError
 from ota_server.fleet import inventory
 from ota_server.fleet.schema import AssignmentRow, DirectorMetadata
 from ota_server.repository.catalog import Catalog, Release
@@ -45,6 +45,7 @@ class ImageCatalog:
         self.home = home
         self._key: tuple[int, int] | None = None
         self._catalog = Catalog()
+        self._releases: dict[tuple[str, str], Release] = {}
 
     def current(self) -> Catalog:
         st = os.stat(self.home.files.metadata / "timestamp.json")
@@ -52,14 +53,13 @@ class ImageCatalog:
         if key != self._key:
             repo = FileRepository.load(self.home, datetime.now(UTC))
             self._catalog = Catalog.from_targets(repo.all_targets())
+            self._releases = {(r.bundle, r.version): r for r in self._catalog.releases()}
             self._key = key
         return self._catalog
 
     def release(self, bundle: str, version: str) -> Release | None:
-        return next(
-            (r for r in self.current().releases() if (r.bundle, r.version) == (bundle, version)),
-            None,
-        )
+        self.current()
+        return self._releases.get((bundle, version))
 
 
 class DirectorKeys:
@@ -101,7 +101,7 @@ async def assign(
     bundle, version = parse_release(release_name)
     vehicle = await inventory.require(session, vin)
     if vehicle.revoked:
-        raise InputError(f"vehicle {vin} is revoked")
+        raise RevokedError(f"vehicle {vin} is revoked")
     release = catalog.release(bundle, version)
     if release is None:
         raise InputError(f"no release {bundle}@{version} in the Image repository")

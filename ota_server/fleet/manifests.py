@@ -26,7 +26,7 @@ from ota_client.metadata.manifest import (
     verify,
 )
 from ota_client.strict import FormatError, parse_json
-from ota_server.errors import InputError
+from ota_server.errors import InputError, RevokedError
 from ota_server.fleet import inventory
 from ota_server.fleet.schema import Ecu, Vehicle
 from ota_server.repository.catalog import Catalog
@@ -47,7 +47,7 @@ async def accept_manifest(
     """Verify and store a manifest; returns the number of ECU reports stored."""
     vehicle = await inventory.require(session, vin)
     if vehicle.revoked:
-        raise InputError(f"vehicle {vin} is revoked")
+        raise RevokedError(f"vehicle {vin} is revoked")
     ecus = {e.serial: e for e in vehicle.ecus}
     primary = next((e for e in vehicle.ecus if e.is_primary), None)
     if primary is None:

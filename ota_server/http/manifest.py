@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from ota_client.metadata.manifest import MAX_MANIFEST_BYTES
-from ota_server.errors import InputError
+from ota_server.errors import RevokedError
 from ota_server.fleet.manifests import accept_manifest
 from ota_server.http.appkeys import DATABASE, IMAGE_CATALOG
 from ota_server.http.body import read_body
@@ -30,8 +30,6 @@ async def post_manifest(request: web.Request) -> web.Response:
     try:
         async with database.reaching(), database.sessions() as session, session.begin():
             stored = await accept_manifest(session, vin, body, catalog, datetime.now(UTC))
-    except InputError as e:
-        if "revoked" in str(e):
-            raise web.HTTPForbidden(text=str(e)) from None
-        raise
+    except RevokedError as e:
+        raise web.HTTPForbidden(text=str(e)) from None
     return web.json_response({"stored": stored}, status=200)
