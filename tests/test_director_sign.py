@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from tuf.api import exceptions
-from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
@@ -35,9 +35,12 @@ class VehicleFetcher(FetcherInterface):
     def __init__(self, home: RepositoryHome) -> None:
         self.root_dir = home.files.metadata
         self.signed: SignedVehicle | None = None
+        self.extra: dict[str, bytes] = {}  # files served instead of (or beside) the real ones
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         name = url.removeprefix(BASE)
+        if name in self.extra:
+            return iter([self.extra[name]])
         if name.endswith(".root.json") and (self.root_dir / name).is_file():
             return iter([(self.root_dir / name).read_bytes()])
         assert self.signed is not None
@@ -260,3 +263,60 @@ def test_a_vehicle_follows_a_rotation_of_the_directors_keys(
     assert json.loads((tmp_path / "c/root.json").read_bytes())["signed"]["version"] == 2
     line = one_line_error(ota(empty_home, "keys", "rotate", "acme", "--repository", "director"))
     assert "no role" in line
+
+
+def _next_root(
+    director: RepositoryHome, *, sign_old: bool, sign_new: bool, version: int = 2,
+    expired: bool = False,
+) -> bytes:  # fmt: skip
+    """Root 2 of the Director with a fresh root key, signed by the old key, the new, or both."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from securesystemslib.signer import CryptoSigner, SSlibKey
+
+    old_root = latest_root(director.files)
+    old_keyid = old_root.roles["root"].keyids[0]
+    old_signer = director.keys.signer("root", old_keyid)
+    assert old_signer is not None
+    private = Ed25519PrivateKey.generate()
+    new_signer = CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
+    root = Root.from_dict(old_root.to_dict())
+    root.revoke_key(old_keyid, "root")
+    root.add_key(new_signer.public_key, "root")
+    root.version = version
+    now = datetime.now(UTC).replace(microsecond=0)
+    root.expires = now - timedelta(days=1) if expired else now + timedelta(days=365)
+    md: Metadata[Root] = Metadata(root)
+    if sign_old:
+        md.sign(old_signer, append=True)
+    if sign_new:
+        md.sign(new_signer, append=True)
+    return md.to_bytes(JSONSerializer(compact=True))
+
+
+@pytest.mark.parametrize(
+    ("row", "old", "new", "version", "expired", "error"),
+    [
+        ("U-144 signed by the new root keys only", False, True, 2, False,
+         exceptions.UnsignedMetadataError),
+        ("U-145 signed by the old root keys only", True, False, 2, False,
+         exceptions.UnsignedMetadataError),
+        ("U-146 a version other than N+1", True, True, 3, False, exceptions.BadVersionNumberError),
+        ("U-147 the final root expired", True, True, 2, True, exceptions.ExpiredMetadataError),
+    ],
+)  # fmt: skip
+def test_bad_director_root_chains_are_refused(
+    director: RepositoryHome, tmp_path: Path, row: str, old: bool, new: bool, version: int,
+    expired: bool, error: type[Exception],
+) -> None:  # fmt: skip
+    fetcher = VehicleFetcher(director)
+    fetcher.signed = sign_vehicle(
+        world().assignment, None, latest_root(director.files), RoleSigning(director.keys),
+        director.policy, datetime.now(UTC),
+    )  # fmt: skip
+    fetcher.extra = {"2.root.json": _next_root(
+        director, sign_old=old, sign_new=new, version=version, expired=expired)}  # fmt: skip
+    with pytest.raises(error):
+        _client(director, fetcher, tmp_path / "c").refresh()
+    fetcher.extra = {"2.root.json": _next_root(director, sign_old=True, sign_new=True)}
+    _client(director, fetcher, tmp_path / "ok").refresh()  # the same chain, rotated properly
+    assert json.loads((tmp_path / "ok/root.json").read_bytes())["signed"]["version"] == 2
