@@ -609,3 +609,23 @@ def test_the_vehicles_director_files_are_read_with_caps(home: Path, tmp_path: Pa
                     assert result.exit_code == 0, (name, content, result.output)
                 shutil.rmtree(car)
     assert cases > 30
+
+
+def test_the_match_goes_through_the_image_repositorys_delegations(tmp_path: Path) -> None:
+    """U-168, U-170: a supplier signs the telematics images (a delegated role); the vehicle
+    finds the Director's target through the delegation, matches it, and installs it."""
+    home = tmp_path / "home"
+    ok(ota(home, "keys", "init", "--dev"))
+    ok(ota(home, "repo", "init"))
+    ok(ota(home, "repo", "delegate", "acme-tcu", "--hardware-id", "tcu-9150"))
+    for manifest in ("infotainment-2.0.0.toml", "infotainment-2.1.0.toml"):
+        ok(ota(home, "release", "publish", "-q", EXAMPLES / manifest))
+    md = home / "repo/metadata"
+    supplier = Metadata.from_file(str(sorted(md.glob("*.acme-tcu.json"))[-1])).signed
+    assert "tcu-9150/telematics-2.1.0.bin" in supplier.targets  # type: ignore[attr-defined]
+    car = provision(home, tmp_path, "VIN0001")
+    ok(ota(home, "assign", "VIN0001", "infotainment@2.1.0"))
+    with serve(home, "--tls") as url:
+        result = client(car, url, "update")
+        assert result.returncode == 0, result.stderr
+        assert installed(car, url) == {"HU-1": "2.1.0", "TCU-1": "2.1.0"}
