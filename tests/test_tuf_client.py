@@ -229,3 +229,22 @@ def test_an_unchanged_poll_is_a_304_and_a_change_is_seen(
         poll()
         assert transport.polls[-1] == "200"
         transport.close()
+
+
+def test_a_snapshot_that_drops_a_targets_role_is_refused(empty_home: Path, tmp_path: Path) -> None:
+    """U-158: a new snapshot must keep every targets role of the old one (validly signed with
+    the online snapshot key, it still cannot make a supplier's role disappear)."""
+    ok(ota(empty_home, "repo", "delegate", "acme", "--hardware-id", "tcu-9150"))
+    with serve(empty_home, "--no-refresh") as url:
+        updater(empty_home, url, tmp_path / "c").refresh()  # trusts a snapshot listing acme
+        repo = FileRepository.load(image_home(empty_home), datetime.now(UTC))
+        with repo.edit_snapshot() as snapshot:
+            del snapshot.meta["acme.json"]
+        with repo.edit_timestamp() as timestamp:
+            timestamp.snapshot_meta = repo.snapshot_info
+        md = empty_home / "repo/metadata"
+        snap = repo.open("snapshot")
+        (md / f"{snap.signed.version}.snapshot.json").write_bytes(metadata_bytes(snap))
+        (md / "timestamp.json").write_bytes(metadata_bytes(repo.open("timestamp")))
+        with pytest.raises(exceptions.RepositoryError, match="acme"):
+            updater(empty_home, url, tmp_path / "c").refresh()
