@@ -248,3 +248,29 @@ def test_a_snapshot_that_drops_a_targets_role_is_refused(empty_home: Path, tmp_p
         (md / "timestamp.json").write_bytes(metadata_bytes(repo.open("timestamp")))
         with pytest.raises(exceptions.RepositoryError, match="acme"):
             updater(empty_home, url, tmp_path / "c").refresh()
+
+
+def test_a_timestamp_key_rotation_recovers_from_a_fast_forward(
+    published_home: Path, tmp_path: Path
+) -> None:
+    """U-148: an attacker with the timestamp key pushed vehicles to timestamp version
+    1,000,000; after `ota keys rotate timestamp` the vehicles accept the repository's own,
+    lower, timestamp again (the cached one is dropped when its key changes)."""
+    md = published_home / "repo/metadata"
+    with serve(published_home, "--no-refresh") as url:
+        updater(published_home, url, tmp_path / "c").refresh()
+        repo = FileRepository.load(image_home(published_home), datetime.now(UTC))
+        with repo.edit_timestamp() as timestamp:
+            timestamp.version = 999_999  # closed below: 1,000,000
+        forged = repo.open("timestamp")
+        assert forged.signed.version == 1_000_000
+        honest = (md / "timestamp.json").read_bytes()
+        (md / "timestamp.json").write_bytes(metadata_bytes(forged))
+        updater(published_home, url, tmp_path / "c").refresh()  # fast-forwarded
+        (md / "timestamp.json").write_bytes(honest)
+        with pytest.raises(exceptions.BadVersionNumberError):
+            updater(published_home, url, tmp_path / "c").refresh()
+        ok(ota(published_home, "keys", "rotate", "timestamp"))
+        updater(published_home, url, tmp_path / "c").refresh()  # recovered
+    cached = json.loads((tmp_path / "c/md/timestamp.json").read_bytes())["signed"]["version"]
+    assert cached < 1_000_000
