@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ota_client.agent.records import Phase
@@ -49,6 +49,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "repo"
 
 
+# Every kill around a trial boot uses a boot attempt, as on a real bootloader, and as many
+# kills in a row as attempts would rightly roll a healthy bundle back: more attempts than
+# the campaign's kills (at most 3), as in tests/test_powercut.py.
+ATTEMPTS = 5
+
+
 def make_vehicle(root: Path, repo: Path, *, failing: str | None = None) -> Path:
     root.mkdir(parents=True)
     shutil.copy(repo / "metadata/1.root.json", root / "root.json")
@@ -70,6 +76,7 @@ retry_delay = 0
 serial = "{serial}"
 hardware_id = "{hwid}"
 slots = {{ a = "{serial}-a.img", b = "{serial}-b.img", size = {SLOT} }}
+boot = {{ backend = "simulated", attempts = {ATTEMPTS} }}
 [[ecus.health]]
 command = {health}
 """
@@ -220,6 +227,7 @@ def power_cycle(config: Path, root: Path) -> None:
     reboot=st.lists(st.booleans(), min_size=3, max_size=3),
     failing=st.sampled_from([None, "TCU-1"]),
 )
+@example(kill_at=[78, 5, 5], reboot=[False, False, False], failing=None)  # found in CI
 def test_kill_anywhere_ends_all_new_or_all_old(
     tmp_path_factory: pytest.TempPathFactory,
     repo: Path,
