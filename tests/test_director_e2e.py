@@ -629,3 +629,42 @@ def test_the_match_goes_through_the_image_repositorys_delegations(tmp_path: Path
         result = client(car, url, "update")
         assert result.returncode == 0, result.stderr
         assert installed(car, url) == {"HU-1": "2.1.0", "TCU-1": "2.1.0"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("vin,serial\nV1,S1\n", "header"),
+        ("vin,serial,hardware_id\n", "no vehicle"),
+        ("vin,serial,hardware_id\n../x,S1,hu-imx8\n", "line 2: vehicle id"),
+        ("vin,serial,hardware_id\nV1,S1,hu-imx8\nV2,S1,hu-imx8\n", "serial S1"),
+        ("vin,serial,hardware_id\nV1,S1,hu-imx8,primary\nV1,S2,hu,primary\n", "one ECU"),
+        ("vin,serial,hardware_id\nV1,S1,hu-imx8,maybe\n", "line 2"),
+        ("vin,serial,hardware_id\nV1,S1\n", "line 2"),
+        ("vin,serial,hardware_id\nV1,S1,hu\x00x\n", "hardware id"),
+        ("vin,serial,hardware_id\nV1,S1," + "h" * 200_000 + "\n", "malformed"),
+    ],
+)
+def test_a_bad_fleet_csv_registers_nothing(
+    home: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    csv = tmp_path / "fleet.csv"
+    csv.write_text(text)
+    before = ok(ota(home, "vehicle", "list", "--json")).stdout
+    line = one_line_error(
+        ota(home, "vehicle", "provision", "--from-csv", csv, "--out", tmp_path / "kits")
+    )
+    assert message in line
+    assert not (tmp_path / "kits").exists() and not (home / "state/ca").exists()
+    assert ok(ota(home, "vehicle", "list", "--json")).stdout == before
+
+
+def test_a_fleet_csv_that_is_not_a_file_is_refused(home: Path, tmp_path: Path) -> None:
+    for content in (Special.FIFO, Special.DEV_ZERO, Special.DIRECTORY, b"\xff\xfe"):
+        csv = tmp_path / "fleet.csv"
+        place(csv, content)
+        with deadline(30, str(content)):
+            line = one_line_error(
+                ota(home, "vehicle", "provision", "--from-csv", csv, "--out", tmp_path / "k")
+            )
+        assert "fleet.csv" in line or "cannot read" in line, (content, line)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +97,13 @@ def _twice(items: Sequence[str]) -> str:
 
 def parse_csv(text: str) -> list[VehicleSpec]:
     """Rows ``vin,serial,hardware_id[,primary]``, one per ECU, a header row first."""
-    rows = csv.reader(io.StringIO(text))
+    try:
+        return _parse_csv(csv.reader(io.StringIO(text)))
+    except csv.Error as e:  # e.g. a field over the csv module's limit, a stray quote
+        raise InputError(f"the CSV is malformed: {e}") from None
+
+
+def _parse_csv(rows: Iterator[list[str]]) -> list[VehicleSpec]:
     header = next(rows, None)
     if header is None or [h.strip() for h in header[:3]] != ["vin", "serial", "hardware_id"]:
         raise InputError("the CSV must start with the header vin,serial,hardware_id[,primary]")
