@@ -100,6 +100,3 @@ class Assignment:
                 raise MetadataFormatError(f"release {show(self.release)} is not BUNDLE@VERSION")
             check_identifier("bundle", bundle)
             check_version(version)
-
-    def ecu(self, serial: str) -> EcuAssignment | None:
-        return next((e for e in self.ecus if e.serial == serial), None)

@@ -124,8 +124,3 @@ def _signed(
     md: Metadata[Any] = Metadata(signed)
     signing.sign(role, md, [root])
     return md.to_bytes(_SERIALIZER)
-
-
-def refresh_due(signed_at: datetime, policy: ExpiryPolicy) -> datetime:
-    """When a vehicle's metadata signed at ``signed_at`` must be signed again."""
-    return signed_at + min(policy.lifetime(r) - policy.refresh_window(r) for r in ONLINE)

@@ -45,10 +45,6 @@ class VehicleSpec:
     vin: str
     ecus: tuple[EcuSpec, ...]
 
-    @property
-    def primary(self) -> EcuSpec:
-        return next(e for e in self.ecus if e.primary)
-
 
 def _identifier(what: str, value: str) -> str:
     try:
